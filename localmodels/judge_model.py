@@ -1,0 +1,362 @@
+"""Build and train the tiny PIGReward used on CPU: a real `Qwen2VLForConditionalGeneration` (the class of the released
+`jeongeunnn/pigreward` weights), a few million parameters, distilled from the teacher in `localmodels.oracle`.
+
+Like the paper's models it learns three things, all through the project's own templates and chat format (the same
+`reward.templates.build_messages` that serves it at run time):
+
+- reasoner: (prompt, chosen image, rejected image) -> rationale about the user's taste;
+- judge, chain of thought: (user context, prompt, image 1, image 2) -> dimension lines, totals, verdict;
+- judge, score mode: the same inputs -> "The better image is Image 1|2".
+
+One checkpoint serves as both reasoner and judge here (the paper uses two 7B models; on CPU one small model trained on
+both tasks is the honest small-scale counterpart). The tokenizer is a byte-level BPE trained on the task's own text and
+allowed to merge across spaces within a line, which keeps the fixed template text short: sequence length dominates
+the CPU cost of training.
+
+    python -m localmodels.judge_model --out .models/tiny-pigreward --steps 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from localmodels import oracle, world
+from reward.parsing import parse_verdict
+from reward.templates import build_messages, format_context, load_template
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+# Qwen2-VL's chat format (ChatML; images as <|vision_start|><|image_pad|><|vision_end|>), as a Jinja template.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' or 'image' in item %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+IMAGE_SIZE = 32
+PATCH, MERGE = 8, 2
+TASKS = {"judge_cot": 0.55, "judge_score": 0.15, "reasoner": 0.30}
+
+
+# ---------------------------------------------------------------------------------------------------- examples
+def sample_user_context(user: oracle.SyntheticUser, rng, n_refs: int | None = None) -> list[str]:
+    """Teacher rationales for a fresh set of the user's references (what the reasoner should produce)."""
+    n_refs = n_refs or int(rng.integers(3, 9))
+    return [
+        oracle.teacher_rationale(user, c, r, rng)
+        for _, c, r, *_ in (oracle.make_reference(user, rng, IMAGE_SIZE) for _ in range(n_refs))
+    ]
+
+
+def _pair_images(rng, subject: str) -> tuple[Image.Image, Image.Image]:
+    scenes = [world.sample_scene(rng) for _ in range(2)]
+    return tuple(
+        world.draw_scene(world.Scene(subject, s.palette, s.light, s.layout, s.seed), IMAGE_SIZE) for s in scenes
+    )
+
+
+def make_examples(n: int, seed: int, extra_images: list[Image.Image] | None = None) -> list[dict]:
+    """`n` training examples `{"task", "messages", "answer"}` mixed by `TASKS`, deterministic in `seed`.
+
+    Args:
+        extra_images: optional pool of images (e.g. renderer outputs) mixed into judge pairs, so the judge also sees
+            the kind of images it will be asked about; the teacher labels them from pixels like any other image.
+    """
+    rng = np.random.default_rng(seed)
+    templates = {
+        k: load_template(v)
+        for k, v in (("judge_cot", "judge-cot-v1"), ("judge_score", "judge-score-v1"), ("reasoner", "reasoner-v1"))
+    }
+    tasks, probs = list(TASKS), np.array(list(TASKS.values()))
+    examples = []
+    for _ in range(n):
+        task = tasks[int(rng.choice(len(tasks), p=probs / probs.sum()))]
+        user = oracle.SyntheticUser.sample(rng)
+        if task == "reasoner":
+            prompt, chosen, rejected, *_ = oracle.make_reference(user, rng, IMAGE_SIZE)
+            messages = build_messages(templates[task], prompt, (chosen, rejected))
+            answer = oracle.teacher_rationale(user, chosen, rejected, rng)
+        else:
+            rationales = [] if rng.random() < 0.1 else sample_user_context(user, rng)
+            subject = list(world.SUBJECTS)[int(rng.integers(len(world.SUBJECTS)))]
+            image_1, image_2 = _pair_images(rng, subject)
+            if extra_images and rng.random() < 0.4:
+                picks = rng.choice(len(extra_images), size=2, replace=False)
+                image_1, image_2 = extra_images[picks[0]], extra_images[picks[1]]
+            prompt = world.caption(world.sample_scene(rng), rng, p_style=0.3)
+            messages = build_messages(templates[task], prompt, (image_1, image_2), format_context(rationales))
+            text, winner = oracle.teacher_verdict(rationales, image_1, image_2)
+            if task == "judge_score":
+                if winner == 0:
+                    continue  # score mode has no tie token
+                answer = f"{templates[task].answer_prefix}{winner}"
+            else:
+                answer = text
+        examples.append({"task": task, "messages": messages, "answer": answer})
+    return examples
+
+
+# ------------------------------------------------------------------------------------------------- tokenizer
+def train_tokenizer(texts: list[str], vocab_size: int = 4000):
+    """Byte-level BPE over the task text; merges may cross spaces but not lines."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"\n|[0-9]"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        max_token_length=64,
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
+    fast.padding_side = "left"
+    return fast
+
+
+def _texts_of(example: dict) -> list[str]:
+    out = [example["answer"]]
+    for message in example["messages"]:
+        out += [c["text"] for c in message["content"] if c.get("type") == "text"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- model
+def build_model(tokenizer, hidden: int = 128, layers: int = 4, vision_depth: int = 2, seed: int = 0):
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    heads = max(2, hidden // 32)
+    half = hidden // heads // 2
+    section = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # (t, h, w) rotary split: sums to head_dim/2
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+            bos_token_id=None,
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=vision_depth,
+            embed_dim=64,
+            hidden_size=hidden,
+            num_heads=2,
+            patch_size=PATCH,
+            spatial_merge_size=MERGE,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model
+
+
+def build_image_processor():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    pixels = IMAGE_SIZE * IMAGE_SIZE
+    return Qwen2VLImageProcessorPil(
+        min_pixels=pixels, max_pixels=pixels, patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2
+    )
+
+
+def save_checkpoint(model, tokenizer, image_processor, out: Path) -> None:
+    """The layout of a hub checkpoint: config + safetensors + tokenizer + preprocessor config + chat template."""
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+
+
+# ------------------------------------------------------------------------------------------------- training
+def _encode(processor, example: dict) -> dict:
+    from reward.backends import images_of
+
+    prompt = processor.apply_chat_template(example["messages"], tokenize=False, add_generation_prompt=True)
+    images = images_of(example["messages"])
+    prompt_ids = processor(text=[prompt], images=[images], return_tensors="pt")["input_ids"][0]
+    return {"text": prompt + example["answer"] + "<|im_end|>", "images": images, "prompt_len": len(prompt_ids)}
+
+
+def _collate(processor, batch: list[dict]) -> dict:
+    processor.tokenizer.padding_side = "right"
+    enc = processor(
+        text=[b["text"] for b in batch], images=[b["images"] for b in batch], padding=True, return_tensors="pt"
+    )
+    labels = enc["input_ids"].clone()
+    labels[enc["attention_mask"] == 0] = -100
+    for i, b in enumerate(batch):
+        labels[i, : b["prompt_len"]] = -100
+    enc["labels"] = labels
+    return enc
+
+
+def train(
+    out: str | Path,
+    steps: int = 1500,
+    batch_size: int = 32,
+    n_examples: int = 6000,
+    lr: float = 2e-3,
+    seed: int = 0,
+    extra_images: list[Image.Image] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build the tokenizer and the model, distil the teacher, evaluate, and save to `out` (atomically)."""
+    from tqdm.auto import tqdm
+
+    from reward.backends import load_vlm_processor
+
+    torch.manual_seed(seed)
+    started = time.time()
+    examples = make_examples(n_examples, seed, extra_images)
+    corpus = [t for e in examples for t in _texts_of(e)]
+    tokenizer = train_tokenizer(corpus)
+    image_processor = build_image_processor()
+    model = build_model(tokenizer, seed=seed)
+    out = Path(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    save_checkpoint(model, tokenizer, image_processor, tmp)
+    processor = load_vlm_processor(str(tmp))  # exactly how the checkpoint is served later
+    encoded = [_encode(processor, e) for e in examples]
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    order = np.random.default_rng(seed).permutation(len(encoded))
+    model.train()
+    losses = []
+    bar = tqdm(range(steps), desc="tiny PIGReward SFT", disable=not progress)
+    for step in bar:
+        idx = [order[(step * batch_size + j) % len(order)] for j in range(batch_size)]
+        batch = _collate(processor, [encoded[i] for i in idx])
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+    model.eval()
+    processor.tokenizer.padding_side = "left"
+    save_checkpoint(model, tokenizer, image_processor, tmp)
+    figures = {
+        "train_seconds": round(time.time() - started, 1),
+        "final_loss": float(np.mean(losses[-20:])),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab": len(tokenizer),
+    }
+    figures.update(evaluate(str(tmp), seed=seed + 1))
+    (tmp / "training_figures.json").write_text(json.dumps(figures, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return figures
+
+
+def evaluate(model_dir: str, n: int = 48, seed: int = 1) -> dict:
+    """Agreement with the teacher on fresh synthetic users: verdict parse rate and accuracy, score-mode accuracy,
+    and whether the reasoner's rationale names the user's axes (read back with the teacher's own reader)."""
+    from reward.backends import GenerationSettings, TransformersVLM
+
+    rng = np.random.default_rng(seed + 10_000)
+    vlm = TransformersVLM(model_dir, device="cpu", dtype="float32", batch_size=16)
+    cot, score, reasoner = (load_template(t) for t in ("judge-cot-v1", "judge-score-v1", "reasoner-v1"))
+    users = [oracle.SyntheticUser.sample(rng) for _ in range(n)]
+    contexts = [sample_user_context(u, rng) for u in users]
+    pairs = [_pair_images(rng, list(world.SUBJECTS)[int(rng.integers(len(world.SUBJECTS)))]) for _ in users]
+    prompts = [world.caption(world.sample_scene(rng), rng, p_style=0.0) for _ in users]
+    truth = [oracle.teacher_verdict(c, a, b)[1] for c, (a, b) in zip(contexts, pairs)]
+
+    conversations = [build_messages(cot, p, ab, format_context(c)) for p, ab, c in zip(prompts, pairs, contexts)]
+    texts = vlm.generate(conversations, GenerationSettings(max_new_tokens=160, stop_after_verdict=True))
+    verdicts = [parse_verdict(t) for t in texts]
+    decided = [(v.winner, t) for v, t in zip(verdicts, truth) if v.winner is not None]
+    conversations = [build_messages(score, p, ab, format_context(c)) for p, ab, c in zip(prompts, pairs, contexts)]
+    probs = vlm.choice_probabilities(conversations, score.answer_prefix, score.candidates)
+    score_hits = [(1 if p1 > p2 else 2) == t for (p1, p2), t in zip(probs, truth) if t != 0]
+
+    refs = [oracle.make_reference(u, rng, IMAGE_SIZE) for u in users]
+    rationale_texts = vlm.generate(
+        [build_messages(reasoner, p, (c, r)) for p, c, r, *_ in refs], GenerationSettings(max_new_tokens=96)
+    )
+    named = [
+        set(oracle.read_context([t]).items()) <= set(u.prefs.items()) and oracle.read_context([t])
+        for t, u in zip(rationale_texts, users)
+    ]
+    return {
+        "eval_pairs": n,
+        "cot_status_ok": sum(v.status == "ok" for v in verdicts) / n,
+        "cot_decided": len(decided) / n,
+        "cot_agreement_with_teacher": sum(w == t for w, t in decided) / max(1, len(decided)),
+        "score_agreement_with_teacher": sum(score_hits) / max(1, len(score_hits)),
+        "reasoner_names_true_axes": sum(bool(x) for x in named) / n,
+        "example_verdict": texts[0],
+        "example_rationale": rationale_texts[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--examples", type=int, default=6000)
+    parser.add_argument("--seed", type=int, default=0)
+    a = parser.parse_args()
+    figures = train(a.out, steps=a.steps, batch_size=a.batch_size, n_examples=a.examples, seed=a.seed)
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

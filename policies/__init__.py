@@ -1,0 +1,1 @@
+"""The prompt-rewriting policy: its chat prompt, rewrite extraction, adapters, serving."""

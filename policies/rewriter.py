@@ -1,0 +1,153 @@
+"""The prompt-rewriting policy: its chat prompt, how a rewrite is read from its answer, and loading it with a
+user's LoRA adapter for serving.
+
+The policy sees only the user's prompt; what it knows about the user lives in the per-user LoRA adapter that
+reinforcement learning trained against that user's PIGReward verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SYSTEM_PROMPT = (
+    "You rewrite short image prompts into richer prompts for an image generator. Keep the subject. Add a few words "
+    "about colour, light and composition. Reply with the new prompt only."
+)
+# Few-shot turns: small instruction-tuned models (SmolLM2-135M) answer with prose without them. The examples cover
+# both poles of colour (warm/cool), light (bright/dark) and layout (sparse/busy) so they do not pre-bake one taste:
+# which direction a user likes is what reinforcement learning has to find.
+FEW_SHOT = (
+    ("a dog", "a dog running on a beach, bright daylight, wide shot"),
+    ("a castle", "a dark castle under a cool blue night sky, many towers"),
+    ("a flower", "a single red flower, warm evening light, minimal background"),
+)
+ADAPTER_META = "pig_adapter.json"
+_PREFIX = re.compile(r"^(?:rewritten\s*prompt|prompt|rewrite|answer)\s*[:\-]\s*", re.I)
+
+
+def build_chat(prompt: str, system_prompt: str = SYSTEM_PROMPT, few_shot=FEW_SHOT) -> list[dict]:
+    """The conversation the policy completes for one user prompt: system, few-shot turns, the prompt."""
+    messages = [{"role": "system", "content": system_prompt}]
+    for question, answer in few_shot:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return messages + [{"role": "user", "content": prompt}]
+
+
+def extract_rewrite(completion: str, max_chars: int = 300) -> str:
+    """The rewritten prompt inside a policy answer: first non-empty line, without a "Prompt:" label or quotes.
+
+    An empty answer stays empty (it renders the unconditional image and earns the low reward it deserves).
+    """
+    for line in completion.strip().splitlines():
+        line = _PREFIX.sub("", line.strip()).strip().strip("\"'`").strip()
+        if line:
+            return line[:max_chars]
+    return ""
+
+
+def completion_text(completion) -> str:
+    """TRL passes conversational completions as `[{"role": "assistant", "content": ...}]`, plain ones as str."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):  # content parts
+            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return str(content)
+    raise TypeError(f"Unexpected completion format: {type(completion).__name__}.")
+
+
+@dataclass
+class AdapterInfo:
+    """Metadata saved next to a user's adapter (`pig_adapter.json`), needed to serve it the way it was trained."""
+
+    user_id: str
+    base_model: str
+    system_prompt: str
+    max_new_tokens: int
+    few_shot: list = field(default_factory=lambda: [list(pair) for pair in FEW_SHOT])
+    trained_steps: int = 0
+    trainer: str = "grpo"
+
+    def save(self, folder: str | Path) -> None:
+        Path(folder, ADAPTER_META).write_text(json.dumps(self.__dict__, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> AdapterInfo:
+        path = Path(folder, ADAPTER_META)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{folder} has no {ADAPTER_META}: it is not an adapter exported by rl/train_policy.py. "
+                "Pass --base_model and --system_prompt explicitly, or point at an exported adapter folder."
+            )
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def latest_adapter(user_id: str, runs_dir: str | Path = "runs") -> Path:
+    """The adapter of the user's most recent finished training run (`runs/<user>/LATEST` names it)."""
+    pointer = Path(runs_dir) / user_id / "LATEST"
+    if not pointer.is_file():
+        raise FileNotFoundError(
+            f"No trained adapter for user {user_id!r}: {pointer} is missing. Train one first: "
+            f"`accelerate launch rl/train_policy.py --user {user_id}`."
+        )
+    folder = pointer.parent / pointer.read_text(encoding="utf-8").strip()  # relative to runs/<user>/
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{pointer} points at {folder}, which holds no adapter_config.json.")
+    return folder
+
+
+class PromptRewriter:
+    """A base causal LM plus a user's LoRA adapter, rewriting prompts greedily.
+
+    Args:
+        adapter: folder with `adapter_config.json`, `adapter_model.safetensors` and `pig_adapter.json`; `None` to use
+            the bare base model (the untrained policy, for comparisons).
+        base_model: base model name/path; defaults to the one recorded with the adapter.
+        device: `"cpu"`, `"cuda"`...
+    """
+
+    def __init__(self, adapter: str | Path | None = None, base_model: str | None = None, device: str = "cpu"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.info = AdapterInfo.load(adapter) if adapter else None
+        base = base_model or (self.info.base_model if self.info else None)
+        if base is None:
+            raise ValueError("PromptRewriter needs an adapter or a base_model.")
+        self.tokenizer = AutoTokenizer.from_pretrained(adapter or base)
+        self.tokenizer.padding_side = "left"
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
+        self.model = model.to(device).eval()
+        self.device, self._torch = device, torch
+        self.system_prompt = self.info.system_prompt if self.info else SYSTEM_PROMPT
+        self.few_shot = [tuple(pair) for pair in self.info.few_shot] if self.info else FEW_SHOT
+        self.max_new_tokens = self.info.max_new_tokens if self.info else 48
+
+    def rewrite(self, prompts: list[str]) -> list[str]:
+        texts = [
+            self.tokenizer.apply_chat_template(
+                build_chat(p, self.system_prompt, self.few_shot), tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        with self._torch.inference_mode():
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+        answers = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        return [extract_rewrite(a) for a in answers]

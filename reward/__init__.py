@@ -1,0 +1,1 @@
+"""PIGReward: the frozen personalized judge (reasoner, judge, parsing, user context, backends)."""

@@ -1,0 +1,87 @@
+"""Fail fast, with a clear message, when a model named in a config cannot be loaded here.
+
+A model is either a local folder (built by `make setup`, or downloaded by the user) or a Hugging Face Hub id. Loading
+a hub id that is neither cached nor reachable would otherwise fail only after a minute of retries, deep inside
+`from_pretrained`, with an error that does not say which of the four models was the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+class ModelUnavailableError(RuntimeError):
+    """A configured model is neither a local folder, nor in the Hugging Face cache, nor reachable on the Hub."""
+
+
+def looks_like_path(name: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything starting with `/`, `.` or `~`, or with more slashes, is a path."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def is_cached(repo_id: str) -> bool:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot_download(repo_id, local_files_only=True)
+        return True
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return False
+
+
+def hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:
+    """Whether the Hub endpoint answers within `timeout` seconds, and why not."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False, "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(
+            urllib.request.Request(f"{endpoint}/api/models?limit=1", method="HEAD"), timeout=timeout
+        )
+        return True, ""
+    except urllib.error.HTTPError:
+        return True, ""  # the server answered; an HTTP error status still means the network path works
+    except (urllib.error.URLError, OSError) as err:
+        return False, f"{endpoint} is unreachable ({getattr(err, 'reason', err)})"
+
+
+def check_models(models: dict[str, str], *, timeout: float = 5.0) -> None:
+    """Check every configured model before anything heavy is loaded.
+
+    Args:
+        models: role -> model name or path, e.g. `{"policy": "Qwen/Qwen2.5-1.5B-Instruct", "judge": ".models/x"}`.
+
+    Raises:
+        ModelUnavailableError: listing every model that cannot be loaded and how to fix it.
+    """
+    problems = []
+    hub_ids = []
+    for role, name in models.items():
+        if not name:
+            continue
+        path = Path(name).expanduser()
+        if path.exists():
+            continue
+        if looks_like_path(name):
+            problems.append(
+                f"- {role}: local folder {name!r} does not exist. Run `make setup` to build the local models, or "
+                "point the config at an existing folder."
+            )
+        elif not is_cached(name):
+            hub_ids.append((role, name))
+    if hub_ids:
+        reachable, why = hub_reachable(timeout)
+        if not reachable:
+            for role, name in hub_ids:
+                problems.append(
+                    f"- {role}: {name!r} is not in the local Hugging Face cache and the Hub cannot be reached "
+                    f"({why}). "
+                    f"On a machine with access run `hf download {name}` (and copy the cache), or set the {role} model "
+                    "to a local folder."
+                )
+    if problems:
+        raise ModelUnavailableError("Some configured models cannot be loaded here:\n" + "\n".join(problems))

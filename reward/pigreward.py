@@ -1,0 +1,299 @@
+"""PIGReward: a preference reasoner builds a user context once; a pairwise judge compares images under it.
+
+```python
+pig = PIGReward.from_names(judge="jeongeunnn/pigreward", reasoner="jeongeunnn/pigreward-bootstrap")
+context = pig.build_context(load_user("demo"))            # cached under runs/<user>/context/
+results = pig.compare(prompts, images_a, images_b, context)  # both orders, one preference for A each
+```
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reward import context as ctx
+from reward.backends import BACKENDS, GenerationSettings
+from reward.parsing import STATUSES, Verdict, parse_verdict
+from reward.reduction import position_consistent, preference_from_orders, swap
+from reward.templates import Template, build_messages, format_context, load_template
+from reward.users import UserData
+
+
+@dataclass
+class JudgeSettings:
+    """How verdicts are produced and which ones count.
+
+    Attributes:
+        mode: `"cot"` (chain-of-thought generation, parsed; the paper's method) or `"score"` (no CoT: P(Image 1) vs
+            P(Image 2) read from the logits after a fixed answer prefix; one forward pass, no parsing, but the paper
+            reports that removing CoT costs accuracy).
+        both_orders: judge every pair as (A, B) and (B, A) and average, cancelling position bias.
+        strict: count only verdicts with status `ok`; otherwise every verdict with a winner counts (the winner then
+            comes from the recomputed totals, see `reward.parsing`).
+        retry_failed: regenerate once, sampling with a repetition penalty, when an answer yields no decision.
+        generation: generation settings of the first attempt (greedy by default).
+    """
+
+    mode: str = "cot"
+    both_orders: bool = True
+    strict: bool = False
+    retry_failed: bool = True
+    generation: GenerationSettings = field(
+        default_factory=lambda: GenerationSettings(max_new_tokens=320, stop_after_verdict=True)
+    )
+
+    def __post_init__(self):
+        if self.mode not in ("cot", "score"):
+            raise ValueError(f"judge mode must be 'cot' or 'score', got {self.mode!r}.")
+
+
+@dataclass
+class ScoreVerdict:
+    """A score-mode answer: probabilities of "Image 1" and "Image 2" after the answer prefix."""
+
+    p_1: float
+    p_2: float
+    template_id: str | None = None
+    status: str = "ok"
+
+    @property
+    def winner(self) -> int:
+        return 0 if abs(self.p_1 - self.p_2) < 1e-9 else (1 if self.p_1 > self.p_2 else 2)
+
+    @property
+    def preference_for_1(self) -> float:
+        return self.p_1
+
+
+@dataclass
+class Comparison:
+    """The judge's view of one pair (A, B): both presentation orders and their combination.
+
+    Attributes:
+        preference: preference for A in [0, 1] (1 = A wins, 0.5 = tie), `None` if no order was decided.
+        forward: verdict with A as Image 1. backward: verdict with A as Image 2 (`None` if not judged).
+        consistent: both orders named the same winner (`None` unless both were decided).
+    """
+
+    preference: float | None
+    forward: Verdict | ScoreVerdict
+    backward: Verdict | ScoreVerdict | None
+    consistent: bool | None
+
+
+class PIGReward:
+    """The frozen personalized reward: reasoner + judge behind any backend of `reward.backends.BACKENDS`.
+
+    Args:
+        judge: backend for the judge.
+        reasoner: backend for the reasoner (may be the same object as `judge`); needed to build contexts.
+        judge_template: template id/path; `mode="score"` needs a `judge_score` template.
+        reasoner_template: template id/path of the reasoner.
+        settings: [`JudgeSettings`].
+        reasoner_generation: generation settings for rationales.
+        cache_dir: where user contexts are cached (`<cache_dir>/<user>/context/<key>.json`).
+    """
+
+    def __init__(
+        self,
+        judge,
+        reasoner=None,
+        judge_template: str | None = None,
+        reasoner_template: str = "reasoner-v1",
+        settings: JudgeSettings | None = None,
+        reasoner_generation: GenerationSettings | None = None,
+        cache_dir: str | Path = "runs",
+    ):
+        self.judge = judge
+        self.reasoner = reasoner
+        self.settings = settings or JudgeSettings()
+        default = "judge-cot-v1" if self.settings.mode == "cot" else "judge-score-v1"
+        self.judge_template: Template = load_template(judge_template or default)
+        expected = "judge_cot" if self.settings.mode == "cot" else "judge_score"
+        if self.judge_template.kind != expected:
+            raise ValueError(
+                f"Judge mode {self.settings.mode!r} needs a {expected} template, but {self.judge_template.id!r} is "
+                f"{self.judge_template.kind}."
+            )
+        self.reasoner_template: Template = load_template(reasoner_template)
+        self.reasoner_generation = reasoner_generation or GenerationSettings(max_new_tokens=96)
+        self.cache_dir = Path(cache_dir)
+        self.metrics = JudgeMetrics()
+
+    @classmethod
+    def from_names(
+        cls,
+        judge: str,
+        reasoner: str | None = None,
+        backend: str = "transformers",
+        backend_kwargs: dict | None = None,
+        **kwargs,
+    ) -> PIGReward:
+        """Build the backends by model name/path; the reasoner shares the judge's backend when the names match."""
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown judge backend {backend!r}; choose one of {sorted(BACKENDS)}.")
+        make = BACKENDS[backend]
+        judge_backend = make(judge, **(backend_kwargs or {}))
+        reasoner = reasoner or judge
+        reasoner_backend = judge_backend if reasoner == judge else make(reasoner, **(backend_kwargs or {}))
+        return cls(judge_backend, reasoner_backend, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- user context
+    def context_key(self, user: UserData) -> str:
+        return ctx.context_key(
+            self.reasoner.model_id,
+            self.reasoner_template.id,
+            user.references_hash(),
+            self.reasoner_generation.to_dict(),
+        )
+
+    def build_context(self, user: UserData, rebuild: bool = False) -> ctx.UserContext:
+        """The user's context, from the cache when nothing it depends on changed; otherwise built and cached.
+
+        The reasoner runs once per reference (batched); no per-user training.
+        """
+        if self.reasoner is None:
+            raise ValueError("This PIGReward has no reasoner backend, so it cannot build user contexts.")
+        key = self.context_key(user)
+        path = ctx.context_path(self.cache_dir, user.user_id, key)
+        cached = None if rebuild else ctx.load_cached(path, key)
+        if cached is not None:
+            return cached
+        started = time.time()
+        conversations = [
+            build_messages(self.reasoner_template, ref.prompt, (ref.chosen, ref.rejected)) for ref in user.references
+        ]
+        texts = self.reasoner.generate(conversations, self.reasoner_generation)
+        rationales = [
+            ctx.Rationale(i, ref.prompt, _clean_rationale(t)) for i, (ref, t) in enumerate(zip(user.references, texts))
+        ]
+        context = ctx.new_context(
+            user.user_id,
+            rationales,
+            self.reasoner.model_id,
+            self.reasoner_template.id,
+            user.references_hash(),
+            self.reasoner_generation.to_dict(),
+            started,
+        )
+        ctx.save(context, self.cache_dir)
+        return context
+
+    # ------------------------------------------------------------------------------------------------------ judge
+    def judge_pairs(
+        self,
+        prompts: list[str],
+        images_1: list,
+        images_2: list,
+        context: ctx.UserContext | list[str] | None,
+    ) -> list[Verdict | ScoreVerdict]:
+        """One verdict per (prompt, image 1, image 2), in that presentation order, batched by the backend."""
+        if not (len(prompts) == len(images_1) == len(images_2)):
+            raise ValueError(f"judge_pairs got {len(prompts)} prompts, {len(images_1)} and {len(images_2)} images.")
+        rationales = context.texts if isinstance(context, ctx.UserContext) else list(context or [])
+        context_text = format_context(rationales)
+        conversations = [
+            build_messages(self.judge_template, p, (a, b), context_text)
+            for p, a, b in zip(prompts, images_1, images_2)
+        ]
+        if self.settings.mode == "score":
+            probs = self.judge.choice_probabilities(
+                conversations, self.judge_template.answer_prefix, self.judge_template.candidates
+            )
+            verdicts = [ScoreVerdict(p1, p2, self.judge_template.id) for p1, p2 in probs]
+            self.metrics.record_statuses(verdicts)
+            return verdicts
+        texts = self.judge.generate(conversations, self.settings.generation)
+        verdicts = [parse_verdict(t) for t in texts]
+        failed = [i for i, v in enumerate(verdicts) if v.winner is None]
+        if failed and self.settings.retry_failed:
+            self.metrics.retries += len(failed)
+            gen = self.settings.generation
+            retry = GenerationSettings(
+                max_new_tokens=gen.max_new_tokens,
+                do_sample=True,
+                temperature=0.7,
+                repetition_penalty=max(gen.repetition_penalty, 1.15),
+                no_repeat_ngram_size=gen.no_repeat_ngram_size,
+                stop_after_verdict=gen.stop_after_verdict,
+                seed=gen.seed + 1,
+            )
+            for i, text in zip(failed, self.judge.generate([conversations[i] for i in failed], retry)):
+                second = parse_verdict(text)
+                second.attempts = 2
+                if second.winner is not None:
+                    self.metrics.retry_successes += 1
+                verdicts[i], texts[i] = second, text
+        for verdict, text in zip(verdicts, texts):
+            verdict.template_id = self.judge_template.id
+            verdict.text = text
+        self.metrics.record_statuses(verdicts)
+        return verdicts
+
+    def _counted(self, verdict: Verdict | ScoreVerdict) -> float | None:
+        if self.settings.strict and verdict.status != "ok":
+            return None
+        return verdict.preference_for_1
+
+    def compare(
+        self,
+        prompts: list[str],
+        images_a: list,
+        images_b: list,
+        context: ctx.UserContext | list[str] | None,
+    ) -> list[Comparison]:
+        """Preference for each A over its B, judged in both orders when `settings.both_orders` (one batch)."""
+        n = len(prompts)
+        if self.settings.both_orders:
+            verdicts = self.judge_pairs(prompts + prompts, images_a + images_b, images_b + images_a, context)
+            forward, backward = verdicts[:n], verdicts[n:]
+        else:
+            forward, backward = self.judge_pairs(prompts, images_a, images_b, context), [None] * n
+        results = []
+        for fwd, bwd in zip(forward, backward):
+            pref_ab = self._counted(fwd)
+            pref_ba = swap(self._counted(bwd)) if bwd is not None else None
+            consistent = position_consistent(pref_ab, pref_ba)
+            self.metrics.record_consistency(consistent)
+            results.append(Comparison(preference_from_orders(pref_ab, pref_ba), fwd, bwd, consistent))
+        return results
+
+
+def _clean_rationale(text: str, max_chars: int = 600) -> str:
+    """Keep a rationale to its first paragraph and a bounded length: it is pasted into every judge prompt."""
+    text = text.strip().split("\n\n")[0].strip()
+    return text[:max_chars].rstrip()
+
+
+@dataclass
+class JudgeMetrics:
+    """Running counts since the last `pop()`: statuses, retries, position consistency."""
+
+    statuses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    retries: int = 0
+    retry_successes: int = 0
+    consistent: int = 0
+    decided_pairs: int = 0
+
+    def record_statuses(self, verdicts) -> None:
+        for v in verdicts:
+            self.statuses[v.status] = self.statuses.get(v.status, 0) + 1
+
+    def record_consistency(self, flag: bool | None) -> None:
+        if flag is not None:
+            self.decided_pairs += 1
+            self.consistent += int(flag)
+
+    def pop(self) -> dict[str, float]:
+        """Metrics under the `judge/` namespace, then reset."""
+        total = sum(self.statuses.values())
+        out = {f"judge/status/{k}": (v / total if total else 0.0) for k, v in self.statuses.items()}
+        out["judge/verdicts"] = float(total)
+        out["judge/retries"] = float(self.retries)
+        out["judge/retry_successes"] = float(self.retry_successes)
+        if self.decided_pairs:
+            out["judge/position_consistency"] = self.consistent / self.decided_pairs
+        self.__init__()
+        return out

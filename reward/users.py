@@ -1,0 +1,195 @@
+"""A user's data on disk: the references PIGReward learns the user from, optional held-out pairs, training prompts.
+
+Format (one folder per user, `users/<user_id>/user.json`; image paths are relative to that folder):
+
+```json
+{
+  "user_id": "demo",
+  "description": "optional free text",
+  "references": [
+    {"prompt": "a lighthouse on a cliff", "chosen": "images/ref00_chosen.png", "rejected": "images/ref00_rejected.png"}
+  ],
+  "heldout": [
+    {"prompt": "a red hydrant", "image_1": "images/test00_a.png", "image_2": "images/test00_b.png", "label": 1}
+  ],
+  "prompts": ["a sun over the sea", "a small house"]
+}
+```
+
+- `references` (required, at least one): past choices. `chosen` is the image the user preferred.
+- `heldout` (optional): pairs kept out of the context to measure the judge; `label` is 1, 2 or 0 (tie).
+- `prompts` (optional): prompts to train the rewriting policy on; the reference prompts are used when absent.
+
+Every image is opened and decoded when the user is loaded, so a missing or corrupt file fails at once with the file
+and the entry named, not in the middle of training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+USER_FILE = "user.json"
+_TOP_KEYS = {"user_id", "description", "references", "heldout", "prompts"}
+_REFERENCE_KEYS = {"prompt", "chosen", "rejected"}
+_HELDOUT_KEYS = {"prompt", "image_1", "image_2", "label"}
+
+
+class UserDataError(ValueError):
+    """A user's data is missing or malformed; the message names the file, the entry and the fix."""
+
+
+@dataclass
+class Reference:
+    prompt: str
+    chosen: Image.Image
+    rejected: Image.Image
+    chosen_path: Path
+    rejected_path: Path
+
+
+@dataclass
+class HeldoutPair:
+    prompt: str
+    image_1: Image.Image
+    image_2: Image.Image
+    label: int
+    image_1_path: Path
+    image_2_path: Path
+
+
+@dataclass
+class UserData:
+    user_id: str
+    root: Path
+    references: list[Reference]
+    heldout: list[HeldoutPair] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    description: str = ""
+
+    @property
+    def training_prompts(self) -> list[str]:
+        """The prompts the policy trains on: `prompts` if given, else the reference prompts (deduplicated)."""
+        return list(dict.fromkeys(self.prompts or [r.prompt for r in self.references]))
+
+    def references_hash(self) -> str:
+        """SHA-256 over the reference prompts and image bytes: changes whenever a reference changes."""
+        digest = hashlib.sha256()
+        for ref in self.references:
+            digest.update(ref.prompt.encode("utf-8") + b"\0")
+            digest.update(ref.chosen_path.read_bytes() + b"\0")
+            digest.update(ref.rejected_path.read_bytes() + b"\0")
+        return digest.hexdigest()
+
+
+def available_users(users_dir: str | Path) -> list[str]:
+    users_dir = Path(users_dir)
+    return sorted(p.parent.name for p in users_dir.glob(f"*/{USER_FILE}")) if users_dir.is_dir() else []
+
+
+def resolve_user_dir(user: str, users_dir: str | Path) -> Path:
+    """`user` is a user id under `users_dir`, or a path to a user folder (or to its `user.json`)."""
+    candidate = Path(user)
+    if candidate.name == USER_FILE and candidate.is_file():
+        return candidate.parent
+    if (candidate / USER_FILE).is_file() and (candidate.is_absolute() or "/" in user or user.startswith(".")):
+        return candidate
+    folder = Path(users_dir) / user
+    if (folder / USER_FILE).is_file():
+        return folder
+    known = available_users(users_dir)
+    raise UserDataError(
+        f"Unknown user {user!r}: no {folder / USER_FILE}. Known users in {users_dir}: {known or 'none'}. "
+        f"Pass one of those, a path to a user folder, or create {folder}/{USER_FILE} (format: reward/users.py)."
+    )
+
+
+def load_image(root: Path, value: object, where: str) -> tuple[Image.Image, Path]:
+    """Open and decode an image path (relative to `root`) as RGB; errors name `where` and the fix."""
+    if not isinstance(value, str) or not value.strip():
+        raise UserDataError(f"{where}: expected an image path (string), got {value!r}.")
+    path = (root / value) if not Path(value).is_absolute() else Path(value)
+    if not path.is_file():
+        raise UserDataError(
+            f"{where}: image {path} does not exist. Fix the path (relative to {root}) or add the file."
+        )
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB"), path
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UserDataError(
+            f"{where}: image {path} cannot be read ({err}). Replace it with a valid PNG/JPEG."
+        ) from err
+
+
+def _check_keys(entry: object, allowed: set[str], required: set[str], where: str) -> dict:
+    if not isinstance(entry, dict):
+        raise UserDataError(f"{where}: expected an object with keys {sorted(required)}, got {type(entry).__name__}.")
+    unknown = set(entry) - allowed
+    if unknown:
+        raise UserDataError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)}).")
+    missing = required - set(entry)
+    if missing:
+        raise UserDataError(f"{where}: missing keys {sorted(missing)}.")
+    return entry
+
+
+def _prompt(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UserDataError(f"{where}: 'prompt' must be a non-empty string, got {value!r}.")
+    return value.strip()
+
+
+def load_user(user: str, users_dir: str | Path = "users") -> UserData:
+    """Load and validate a user's data.
+
+    Args:
+        user: a user id (folder name under `users_dir`) or a path to a user folder.
+        users_dir: where user folders live.
+
+    Raises:
+        UserDataError: unknown user, malformed JSON, unknown or missing keys, empty references, unreadable images,
+            bad labels; the message names the file and entry.
+    """
+    root = resolve_user_dir(user, users_dir)
+    file = root / USER_FILE
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserDataError(f"{file} is not valid JSON: {err}.") from err
+    data = _check_keys(data, _TOP_KEYS, {"user_id", "references"}, str(file))
+    user_id = data["user_id"]
+    if not isinstance(user_id, str) or not user_id.strip() or "/" in user_id:
+        raise UserDataError(f"{file}: 'user_id' must be a non-empty string without '/', got {user_id!r}.")
+    refs = data["references"]
+    if not isinstance(refs, list) or not refs:
+        raise UserDataError(
+            f"{file}: 'references' is empty. PIGReward knows a user only through past choices: add at least one "
+            '{"prompt", "chosen", "rejected"} entry (the paper uses 4-15).'
+        )
+    references = []
+    for i, entry in enumerate(refs):
+        where = f"{file}: references[{i}]"
+        entry = _check_keys(entry, _REFERENCE_KEYS, _REFERENCE_KEYS, where)
+        chosen, chosen_path = load_image(root, entry["chosen"], f"{where}.chosen")
+        rejected, rejected_path = load_image(root, entry["rejected"], f"{where}.rejected")
+        references.append(Reference(_prompt(entry["prompt"], where), chosen, rejected, chosen_path, rejected_path))
+    heldout = []
+    for i, entry in enumerate(data.get("heldout") or []):
+        where = f"{file}: heldout[{i}]"
+        entry = _check_keys(entry, _HELDOUT_KEYS, _HELDOUT_KEYS, where)
+        if entry["label"] not in (0, 1, 2) or isinstance(entry["label"], bool):
+            raise UserDataError(f"{where}: 'label' must be 1, 2 or 0 (tie), got {entry['label']!r}.")
+        image_1, path_1 = load_image(root, entry["image_1"], f"{where}.image_1")
+        image_2, path_2 = load_image(root, entry["image_2"], f"{where}.image_2")
+        heldout.append(HeldoutPair(_prompt(entry["prompt"], where), image_1, image_2, entry["label"], path_1, path_2))
+    prompts = data.get("prompts") or []
+    if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise UserDataError(f"{file}: 'prompts' must be a list of non-empty strings.")
+    description = data.get("description") or ""
+    return UserData(user_id, root, references, heldout, [p.strip() for p in prompts], str(description))

@@ -1,0 +1,43 @@
+"""The `pig` command: one entry point for the project's tools.
+
+pig context --user demo             build or show a user's PIGReward context
+pig judge --user demo --prompt P A B   judge two images for a user (both orders)
+pig rewrite --user demo "a sun"     rewrite prompts with the user's trained adapter
+pig train --user demo [...]         same as `accelerate launch rl/train_policy.py --user demo [...]` (one process)
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from policies.cli import cmd_rewrite
+    from reward.cli import cmd_context, cmd_judge
+
+    commands = {"context": cmd_context, "judge": cmd_judge, "rewrite": cmd_rewrite, "train": _train}
+    if not argv or argv[0] not in commands:
+        print(__doc__.strip())
+        return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2
+    try:
+        return commands[argv[0]](argv[1:]) or 0
+    except Exception as err:
+        from reward.hub import ModelUnavailableError
+        from reward.users import UserDataError
+
+        if isinstance(err, (ModelUnavailableError, UserDataError, FileNotFoundError)):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _train(argv: list[str]) -> int:
+    from rl.train_policy import main as train
+
+    train(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

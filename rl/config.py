@@ -1,0 +1,144 @@
+"""Configuration of `rl/train_policy.py`: our arguments + TRL's `GRPOConfig` + TRL's `ModelConfig` (the policy).
+
+Precedence: embedded defaults (`CPU_DEFAULTS`, the offline CPU demo) < `--config file.yaml` < command-line flags.
+Unknown YAML keys are an error (TRL's parser). Hyper-parameter names are TRL's where TRL has one (`num_generations`,
+`beta`, `learning_rate`, `lora_r`, ...), so a YAML key maps one-to-one to the TRL documentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PigArguments:
+    """Everything that is not the trainer or the policy: the user, the renderer, the judge, the reward."""
+
+    user: str | None = field(
+        default=None, metadata={"help": "User id (a folder under --users_dir) or a path to a user folder. Required."}
+    )
+    users_dir: str = field(default="users", metadata={"help": "Folder holding one sub-folder per user."})
+    runs_dir: str = field(default="runs", metadata={"help": "Outputs: contexts, adapters, W&B runs, sample grids."})
+    # -- renderer
+    renderer_model: str = field(
+        default=".models/tiny-sd",
+        metadata={
+            "help": "diffusers text-to-image pipeline: hub id (e.g. stabilityai/stable-diffusion-2-1-base) or folder."
+        },
+    )
+    render_device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
+    render_dtype: str = field(
+        default="auto", metadata={"help": "auto (fp16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16."}
+    )
+    render_steps: int = field(default=20, metadata={"help": "Denoising steps per image."})
+    guidance_scale: float = field(default=5.0, metadata={"help": "Classifier-free guidance scale."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Square output size in pixels (None = pipeline default)."}
+    )
+    render_batch_size: int = field(default=16, metadata={"help": "Images per pipeline call."})
+    images_per_prompt: int = field(
+        default=1,
+        metadata={
+            "help": "Image slots per prompt. Images rendered per step = prompts per step * (num_generations + 1) * "
+            "images_per_prompt; judge calls = 2 * completions * images_per_prompt with judge_both_orders."
+        },
+    )
+    seed_per_step: bool = field(
+        default=True,
+        metadata={"help": "New common-random-number seeds every step (False: same seeds, originals cached)."},
+    )
+    # -- PIGReward
+    judge_model: str = field(
+        default=".models/tiny-pigreward", metadata={"help": "Judge: hub id (jeongeunnn/pigreward) or folder."}
+    )
+    reasoner_model: str | None = field(
+        default=None,
+        metadata={"help": "Reasoner: hub id (jeongeunnn/pigreward-bootstrap) or folder; None = judge_model."},
+    )
+    judge_backend: str = field(
+        default="transformers", metadata={"help": "Backend name, see reward.backends.BACKENDS."}
+    )
+    judge_mode: str = field(
+        default="cot", metadata={"help": "cot (chain of thought, parsed) | score (logits, no CoT)."}
+    )
+    judge_both_orders: bool = field(
+        default=True, metadata={"help": "Judge (A, B) and (B, A) and average (position bias)."}
+    )
+    judge_strict: bool = field(default=False, metadata={"help": "Count only verdicts whose status is ok."})
+    judge_max_new_tokens: int = field(default=320, metadata={"help": "Token cap of a judge answer."})
+    judge_repetition_penalty: float = field(default=1.0, metadata={"help": "Judge repetition penalty (1.0 = off)."})
+    judge_batch_size: int = field(default=16, metadata={"help": "Judge conversations per forward/generate call."})
+    judge_device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
+    judge_dtype: str = field(
+        default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."}
+    )
+    judge_max_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Cap on pixels per image for the judge's image processor (None = checkpoint's)."},
+    )
+    rebuild_context: bool = field(default=False, metadata={"help": "Rebuild the user context even if cached."})
+    # -- reward
+    fidelity_model: str = field(
+        default=".models/all-MiniLM-L6-v2",
+        metadata={"help": "Sentence encoder for prompt fidelity (sentence-transformers/all-MiniLM-L6-v2 or folder)."},
+    )
+    fidelity_weight: float = field(
+        default=0.5,
+        metadata={
+            "help": "reward = preference + fidelity_weight * cos(rewrite, original). Sets TRL's reward_weights."
+        },
+    )
+    # -- policy chat + adapters
+    init_adapter: str | None = field(
+        default=None, metadata={"help": "Continue training from this LoRA adapter folder instead of a fresh LoRA."}
+    )
+    # -- logging
+    log_images_every: int = field(default=5, metadata={"help": "Log sample images/tables every N steps (0 = never)."})
+    log_groups: int = field(default=2, metadata={"help": "Groups (prompt + its rewrites) per logged step."})
+
+    def __post_init__(self):
+        if self.judge_mode not in ("cot", "score"):
+            raise ValueError(f"judge_mode must be 'cot' or 'score', got {self.judge_mode!r}.")
+        for name in (
+            "render_steps",
+            "render_batch_size",
+            "images_per_prompt",
+            "judge_batch_size",
+            "judge_max_new_tokens",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.fidelity_weight < 0:
+            raise ValueError(f"fidelity_weight must be >= 0, got {self.fidelity_weight}.")
+
+
+# The offline CPU demo: SmolLM2-135M-Instruct policy, tiny locally trained renderer and judge (`make setup`).
+# Measured on 2 CPU cores: see README "What the default run does".
+CPU_DEFAULTS = dict(
+    # policy (TRL ModelConfig)
+    model_name_or_path=".models/smollm2-135m-instruct",
+    dtype="float32",
+    use_peft=True,
+    lora_r=16,
+    lora_alpha=32,
+    lora_dropout=0.0,
+    lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    # trainer (TRL GRPOConfig); CPU-correct: no bf16, no gradient checkpointing, use_cpu
+    output_dir="{runs_dir}/{user}/{run}",  # placeholders filled in by train_policy.parse_args
+    bf16=False,
+    use_cpu=True,
+    gradient_checkpointing=False,
+    learning_rate=1e-4,
+    num_generations=4,
+    per_device_train_batch_size=8,
+    gradient_accumulation_steps=1,
+    max_completion_length=40,
+    temperature=1.0,
+    beta=0.0,
+    max_steps=24,
+    logging_steps=1,
+    save_strategy="no",
+    report_to=["wandb"],
+    seed=0,
+    dataloader_num_workers=0,
+)

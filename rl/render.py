@@ -1,0 +1,98 @@
+"""Render prompts to images with a diffusers text-to-image pipeline, batched, one seed per image.
+
+One seed per image is what makes rewards comparable: the original prompt's image and every rewrite's image of a group
+are drawn from the same initial noise (common random numbers, as Flow-GRPO's `same_latent`), so the judge compares
+the effect of the words, not the luck of the noise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from PIL import Image
+
+
+@dataclass
+class RenderSettings:
+    """Attributes:
+    model: diffusers pipeline by hub id (e.g. `stabilityai/stable-diffusion-2-1-base`) or local folder.
+    device: `"auto"` (CUDA if available), `"cpu"`, `"cuda:1"`...
+    dtype: `"auto"` (fp16 on GPU, fp32 on CPU), `"float32"`, `"float16"`, `"bfloat16"`.
+    num_inference_steps: denoising steps per image.
+    guidance_scale: classifier-free guidance scale.
+    height, width: output size in pixels (`None` = the pipeline's default).
+    batch_size: images per pipeline call.
+    cache_size: rendered (prompt, seed) images kept in memory (original prompts recur across steps).
+    """
+
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    num_inference_steps: int = 20
+    guidance_scale: float = 5.0
+    height: int | None = None
+    width: int | None = None
+    batch_size: int = 8
+    cache_size: int = 256
+
+
+class Renderer:
+    """Text-to-image rendering through `AutoPipelineForText2Image` (any Stable Diffusion family checkpoint)."""
+
+    def __init__(self, settings: RenderSettings):
+        import torch
+        from diffusers import AutoPipelineForText2Image
+
+        if settings.batch_size < 1:
+            raise ValueError(f"render batch_size must be >= 1, got {settings.batch_size}.")
+        device = settings.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if settings.dtype == "auto":
+            dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        else:
+            dtype = getattr(torch, settings.dtype)
+        self.settings, self.device, self._torch = settings, device, torch
+        self.pipe = AutoPipelineForText2Image.from_pretrained(settings.model, dtype=dtype).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self._cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
+        self.images_rendered = 0
+        self.seconds = 0.0
+
+    def render(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (prompt, seed); cached pairs are reused, the rest rendered `batch_size` at a time."""
+        if len(prompts) != len(seeds):
+            raise ValueError(f"render got {len(prompts)} prompts but {len(seeds)} seeds.")
+        todo = list(dict.fromkeys(k for k in zip(prompts, seeds) if k not in self._cache))
+        s = self.settings
+        for start in range(0, len(todo), s.batch_size):
+            chunk = todo[start : start + s.batch_size]
+            generators = [self._torch.Generator(device="cpu").manual_seed(seed) for _, seed in chunk]
+            began = time.perf_counter()
+            images = self.pipe(
+                prompt=[p for p, _ in chunk],
+                generator=generators,
+                num_inference_steps=s.num_inference_steps,
+                guidance_scale=s.guidance_scale,
+                height=s.height,
+                width=s.width,
+            ).images
+            self.seconds += time.perf_counter() - began
+            self.images_rendered += len(chunk)
+            for key, image in zip(chunk, images):
+                self._cache[key] = image
+        result = [self._cache[k] for k in zip(prompts, seeds)]
+        for key in zip(prompts, seeds):
+            self._cache.move_to_end(key)
+        while len(self._cache) > max(s.cache_size, len(prompts)):
+            self._cache.popitem(last=False)
+        return result
+
+    def pop_metrics(self) -> dict[str, float]:
+        out = {"render/images": float(self.images_rendered)}
+        if self.seconds:
+            out["render/images_per_s"] = self.images_rendered / self.seconds
+        self.images_rendered, self.seconds = 0, 0.0
+        return out

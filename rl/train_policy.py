@@ -1,0 +1,295 @@
+"""Train one user's prompt-rewriting policy (a LoRA adapter) against that user's PIGReward verdicts with TRL GRPO.
+
+    accelerate launch rl/train_policy.py --user demo                          # offline CPU demo (embedded config)
+    accelerate launch rl/train_policy.py --config configs/gpu.yaml --user U   # real checkpoints on GPUs
+    accelerate launch rl/train_policy.py --user demo --max_steps 2 --learning_rate 5e-5   # CLI overrides
+
+Reads top to bottom: parse -> load user -> build reward -> build dataset -> build trainer -> train -> save adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Offline unless the user configured W&B otherwise; set before wandb/transformers are imported.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_PROJECT", "pig-rl")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from rl.config import CPU_DEFAULTS, PigArguments  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None, check_models: bool = True):
+    """Embedded CPU defaults < --config YAML < CLI flags. Returns (PigArguments, GRPOConfig, ModelConfig).
+
+    With `check_models`, every configured model is checked (local folder, cache or reachable Hub) before the trainer
+    config is built, so a missing model is the first error, not a bf16 complaint on a machine without a GPU.
+    """
+    from trl import GRPOConfig, ModelConfig, TrlParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if check_models and not {"-h", "--help"} & set(argv):
+        # Check the models before the trainer config is built: on a machine without the Hub or a GPU, "model X is
+        # not reachable" is the first thing to fix, and building GRPOConfig would first complain about bf16.
+        # The first pass validates every key and type but skips GRPOConfig's environment checks.
+        class _Unchecked(GRPOConfig):
+            def __post_init__(self):
+                pass
+
+        early = TrlParser((PigArguments, _Unchecked, ModelConfig))
+        early.set_defaults_with_config(**CPU_DEFAULTS)
+        pig_args, _, early_model_args = early.parse_args_and_config(args=argv)
+        check_configured_models(pig_args, early_model_args)
+    parser = TrlParser((PigArguments, GRPOConfig, ModelConfig))
+    parser.set_defaults_with_config(**CPU_DEFAULTS)
+    args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    if not args.user:
+        parser.error("--user is required: a user id under --users_dir (e.g. demo) or a path to a user folder.")
+    if not model_args.use_peft:
+        parser.error("This trainer produces one LoRA adapter per user: keep use_peft true.")
+    slice_size = training_args.per_device_train_batch_size * training_args.steps_per_generation
+    if slice_size % training_args.num_generations:
+        parser.error(
+            f"per_device_train_batch_size * steps_per_generation = {slice_size} is not a multiple of "
+            f"num_generations = "
+            f"{training_args.num_generations}: a group of rewrites would be split across reward calls. Adjust one."
+        )
+    if training_args.reward_weights is not None:
+        parser.error("Set fidelity_weight instead of reward_weights (rewards are [preference, fidelity]).")
+    training_args.reward_weights = [1.0, args.fidelity_weight]
+    run = training_args.run_name or time.strftime("grpo-%Y%m%d-%H%M%S")
+    user_key = Path(args.user).name
+    training_args.output_dir = training_args.output_dir.format(runs_dir=args.runs_dir, user=user_key, run=run)
+    training_args.run_name = run
+    return args, training_args, model_args
+
+
+def check_configured_models(args: PigArguments, model_args) -> None:
+    """Fail fast, naming every configured model that is neither a local folder, cached, nor reachable."""
+    from reward.hub import check_models
+
+    check_models(
+        {
+            "policy": model_args.model_name_or_path,
+            "renderer": args.renderer_model,
+            "judge": args.judge_model,
+            "reasoner": args.reasoner_model or args.judge_model,
+            "fidelity": args.fidelity_model,
+            "init_adapter": args.init_adapter or "",
+        }
+    )
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args, training_args, model_args = parse_args(argv)
+    trainer, user = build_trainer(args, training_args, model_args)
+    trainer.train()
+    return save_adapter(trainer, user, args, training_args, model_args)
+
+
+def build_trainer(args: PigArguments, training_args, model_args):
+    """Steps 1-4: load the user, build the reward, the dataset and the GRPO trainer. Returns (trainer, user)."""
+    import torch
+    from accelerate import PartialState
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer, get_peft_config
+
+    from policies.rewriter import build_chat
+    from reward.backends import GenerationSettings
+    from reward.pigreward import JudgeSettings, PIGReward
+    from reward.similarity import TextEmbedder
+    from reward.users import load_user
+    from rl.environment import PersonalizedEnvironment
+    from rl.render import Renderer, RenderSettings
+    from rl.tracking import SampleLogger
+
+    state = PartialState()
+    out_dir = Path(training_args.output_dir)
+    device = str(state.device) if not training_args.use_cpu else "cpu"
+
+    # 1. The user: references (for the context) and the prompts to train on. Bad data fails here, before any model.
+    user = load_user(args.user, args.users_dir)
+    prompts = user.training_prompts
+    check_configured_models(args, model_args)
+    _print_plan(state, args, training_args, model_args, user, prompts)
+
+    # 2. The reward: PIGReward (context built once, cached), the renderer, the fidelity embedder.
+    pig = PIGReward.from_names(
+        judge=args.judge_model,
+        reasoner=args.reasoner_model,
+        backend=args.judge_backend,
+        backend_kwargs=dict(
+            device=args.judge_device if args.judge_device != "auto" else device,
+            dtype=args.judge_dtype,
+            batch_size=args.judge_batch_size,
+            max_pixels=args.judge_max_pixels,
+        ),
+        settings=JudgeSettings(
+            mode=args.judge_mode,
+            both_orders=args.judge_both_orders,
+            strict=args.judge_strict,
+            generation=GenerationSettings(
+                max_new_tokens=args.judge_max_new_tokens,
+                repetition_penalty=args.judge_repetition_penalty,
+                stop_after_verdict=True,
+            ),
+        ),
+        cache_dir=args.runs_dir,
+    )
+    with state.main_process_first():  # the main process builds the context; the others then read its cache
+        context = pig.build_context(user, rebuild=args.rebuild_context and state.is_main_process)
+    if state.is_main_process:
+        print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id}):")
+        for r in context.rationales:
+            print(f"  {r.reference_index}. {r.text}")
+    renderer = Renderer(
+        RenderSettings(
+            model=args.renderer_model,
+            device=args.render_device if args.render_device != "auto" else device,
+            dtype=args.render_dtype,
+            num_inference_steps=args.render_steps,
+            guidance_scale=args.guidance_scale,
+            height=args.image_size,
+            width=args.image_size,
+            batch_size=args.render_batch_size,
+        )
+    )
+    embedder = TextEmbedder(args.fidelity_model, device=device)
+    env = PersonalizedEnvironment(
+        pig,
+        context,
+        renderer,
+        embedder,
+        num_generations=training_args.num_generations,
+        images_per_prompt=args.images_per_prompt,
+        seed=training_args.seed,
+        seed_per_step=args.seed_per_step,
+        sample_logger=SampleLogger(out_dir, args.log_images_every, args.log_groups, args.fidelity_weight),
+    )
+
+    # 3. The dataset: one conversational prompt per training prompt; `original_prompt` reaches the reward as a kwarg.
+    dataset = Dataset.from_list(
+        [{"prompt": build_chat(p), "original_prompt": p, "user_id": user.user_id} for p in prompts]
+    )
+
+    # 4. The trainer: the policy with a fresh LoRA (or the adapter to continue from), TRL's GRPO as it is.
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
+    policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+    peft_config = get_peft_config(model_args)
+    if args.init_adapter:
+        policy = PeftModel.from_pretrained(policy, args.init_adapter, is_trainable=True)
+        peft_config = None
+    _init_wandb(state, training_args, args, model_args, out_dir)
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=[env.preference, env.fidelity],
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+    return trainer, user
+
+
+def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -> Path:
+    """Step 6: the adapter in PEFT format, with what is needed to serve it; runs/<user>/LATEST points at it."""
+    from accelerate import PartialState
+
+    from policies.rewriter import SYSTEM_PROMPT, AdapterInfo
+
+    state = PartialState()
+    out_dir = Path(training_args.output_dir)
+    adapter_dir = out_dir / "adapter"
+    trainer.save_model(str(adapter_dir))
+    if state.is_main_process:
+        AdapterInfo(
+            user_id=user.user_id,
+            base_model=model_args.model_name_or_path,
+            system_prompt=SYSTEM_PROMPT,
+            max_new_tokens=training_args.max_completion_length,
+            trained_steps=trainer.state.global_step,
+        ).save(adapter_dir)
+        (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        pointer = Path(args.runs_dir) / user.user_id / "LATEST"
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        pointer.write_text(os.path.relpath(adapter_dir.resolve(), pointer.parent.resolve()) + "\n")
+        _print_summary(trainer.state.log_history, adapter_dir, user.user_id)
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:
+        pass
+    return adapter_dir
+
+
+def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
+    if not state.is_main_process:
+        return
+    groups_per_step = training_args.per_device_train_batch_size * state.num_processes // training_args.num_generations
+    completions = groups_per_step * training_args.num_generations
+    images = groups_per_step * (training_args.num_generations + 1) * args.images_per_prompt
+    judge_calls = completions * args.images_per_prompt * (2 if args.judge_both_orders else 1)
+    print(
+        f"[plan] user={user.user_id} references={len(user.references)} training prompts={len(prompts)}\n"
+        f"[plan] policy={model_args.model_name_or_path} lora_r={model_args.lora_r} "
+        f"renderer={args.renderer_model} judge={args.judge_model} ({args.judge_backend}, {args.judge_mode})\n"
+        f"[plan] per step: {groups_per_step} prompts x {training_args.num_generations} rewrites, {images} images "
+        f"rendered, {judge_calls} judge calls; max_steps={training_args.max_steps}; "
+        f"reward = preference + {args.fidelity_weight} * fidelity\n"
+        f"[plan] output_dir={training_args.output_dir} (W&B mode: {os.environ.get('WANDB_MODE')})"
+    )
+
+
+def _init_wandb(state, training_args, args, model_args, out_dir: Path) -> None:
+    """Start the W&B run ourselves so it records our arguments too; TRL's callback then logs into it."""
+    if "wandb" not in (training_args.report_to or []) or not state.is_main_process:
+        return
+    import dataclasses
+
+    import wandb
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "pig-rl"),
+        name=training_args.run_name,
+        dir=str(out_dir),
+        config={"pig": dataclasses.asdict(args), "policy": dataclasses.asdict(model_args)},
+        tags=[f"user:{Path(args.user).name}"],
+    )
+
+
+def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None:
+    for key, label in (
+        ("reward", "reward"),
+        ("rewards/preference/mean", "preference"),
+        ("rewards/fidelity/mean", "fidelity"),
+    ):
+        values = [h[key] for h in history if h.get(key) is not None]
+        k = max(1, len(values) // 4)
+        if values:
+            first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+            print(f"[done] {label}: mean of first {k} logged steps {first:.3f} -> last {k} steps {last:.3f}")
+    print(f'[done] adapter: {adapter_dir}\n[done] try it: pig rewrite --user {user_id} "a lighthouse on a cliff"')
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as err:  # a clear one-line error for the known failure modes, the traceback for the rest
+        from reward.hub import ModelUnavailableError
+        from reward.users import UserDataError
+
+        if isinstance(err, (ModelUnavailableError, UserDataError)):
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise

@@ -1,0 +1,125 @@
+"""PIGReward on a tiny real Qwen2-VL: context caching, both-order judging, score mode, status accounting."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from reward import context as ctx
+from reward.backends import GenerationSettings, TransformersVLM, load_vlm_processor
+from reward.pigreward import JudgeSettings, PIGReward
+from reward.users import load_user
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_models):
+    return TransformersVLM(tiny_models["vlm"], device="cpu", dtype="float32", batch_size=4)
+
+
+def _pig(backend, tmp_path, **settings):
+    return PIGReward(
+        backend,
+        backend,
+        settings=JudgeSettings(generation=GenerationSettings(max_new_tokens=24, stop_after_verdict=True), **settings),
+        reasoner_generation=GenerationSettings(max_new_tokens=12),
+        cache_dir=tmp_path / "runs",
+    )
+
+
+def test_processor_loads_without_torchvision(tiny_models):
+    processor = load_vlm_processor(tiny_models["vlm"])
+    assert type(processor).__name__ == "Qwen2VLProcessor"
+    assert processor.chat_template
+
+
+def test_context_built_once_then_cached(backend, tmp_path, demo_user_copy):
+    pig = _pig(backend, tmp_path)
+    user = load_user(str(demo_user_copy))
+    first = pig.build_context(user)
+    assert len(first.rationales) == len(user.references)
+    assert first.template_id == "pigreward-reasoner-v1" and first.model_id == backend.model_id
+    path = ctx.context_path(tmp_path / "runs", "demo", first.key)
+    assert path.is_file()
+    stamp = path.stat().st_mtime_ns
+    second = pig.build_context(user)
+    assert second.to_dict() == first.to_dict() and path.stat().st_mtime_ns == stamp  # read, not rebuilt
+
+    # a changed reference image changes the key: a new context is built, the old file is kept
+    img = demo_user_copy / "images" / "ref00_chosen.png"
+    img.write_bytes((demo_user_copy / "images" / "ref00_rejected.png").read_bytes())
+    third = pig.build_context(load_user(str(demo_user_copy)))
+    assert third.key != first.key and path.is_file()
+
+
+def test_corrupt_cache_is_rebuilt(backend, tmp_path):
+    pig = _pig(backend, tmp_path)
+    user = load_user("demo")
+    path = ctx.context_path(tmp_path / "runs", "demo", pig.context_key(user))
+    path.parent.mkdir(parents=True)
+    path.write_text("{truncated")
+    context = pig.build_context(user)
+    assert json.loads(path.read_text())["user_id"] == "demo" and context.rationales
+
+
+def test_atomic_writes_under_concurrency(tmp_path):
+    path = tmp_path / "c.json"
+    payloads = [{"i": i, "blob": "x" * 20000} for i in range(8)]
+    threads = [threading.Thread(target=ctx.atomic_write_json, args=(path, p)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert json.loads(path.read_text()) in payloads  # some complete payload, never a torn mix
+    assert not list(tmp_path.glob(".c.json.*"))  # no temporary files left behind
+
+
+def test_compare_judges_both_orders_and_counts_statuses(backend, tmp_path):
+    pig = _pig(backend, tmp_path)
+    user = load_user("demo")
+    refs = user.references[:3]
+    results = pig.compare(
+        [r.prompt for r in refs], [r.chosen for r in refs], [r.rejected for r in refs], ["likes warm"]
+    )
+    assert len(results) == 3
+    for r in results:
+        assert r.backward is not None
+        assert r.forward.template_id == "pigreward-judge-cot-v1"
+        # a random tiny model answers nonsense: it must be counted, never turned into a win
+        if r.forward.winner is None and r.backward.winner is None:
+            assert r.preference is None
+    metrics = pig.metrics.pop()
+    assert metrics["judge/verdicts"] == 6 + metrics["judge/retries"] * 0  # 3 pairs x 2 orders
+    assert sum(
+        metrics[f"judge/status/{s}"]
+        for s in (
+            "ok",
+            "inconsistent_totals",
+            "verdict_contradicts_totals",
+            "degenerate_loop",
+            "no_verdict",
+            "unparseable",
+        )
+    ) == pytest.approx(1.0)
+
+
+def test_score_mode_gives_probabilities(backend, tmp_path):
+    pig = _pig(backend, tmp_path, mode="score")
+    user = load_user("demo")
+    ref = user.references[0]
+    (result,) = pig.compare([ref.prompt], [ref.chosen], [ref.rejected], [])
+    assert 0.0 <= result.preference <= 1.0
+    assert result.forward.p_1 + result.forward.p_2 == pytest.approx(1.0)
+
+
+def test_batched_generation_matches_single(backend):
+    from reward.templates import build_messages, format_context, load_template
+
+    user = load_user("demo")
+    t = load_template("judge-cot-v1")
+    convs = [build_messages(t, r.prompt, (r.chosen, r.rejected), format_context([])) for r in user.references[:4]]
+    settings = GenerationSettings(max_new_tokens=10)
+    batched = backend.generate(convs, settings)
+    single = [backend.generate([c], settings)[0] for c in convs]
+    assert batched == single

@@ -1,0 +1,68 @@
+"""Pairwise-to-reward reductions, with literal inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from reward.reduction import (
+    mean_or_none,
+    position_consistent,
+    preference_from_orders,
+    rate,
+    split_groups,
+    status_fractions,
+    swap,
+)
+
+
+@pytest.mark.parametrize(
+    "ab, ba, expected",
+    [
+        (1.0, 1.0, 1.0),  # A wins in both orders
+        (1.0, 0.0, 0.5),  # "always Image 1": position bias cancels out
+        (0.5, 1.0, 0.75),
+        (None, 0.0, 0.0),  # one order undecided: the other decides
+        (None, None, None),  # nothing decided: no number invented
+    ],
+)
+def test_preference_from_orders(ab, ba, expected):
+    assert preference_from_orders(ab, ba) == expected
+
+
+def test_swap():
+    assert swap(1.0) == 0.0 and swap(0.5) == 0.5 and swap(None) is None and swap(0.2) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    "ab, ba, expected",
+    [(1.0, 1.0, True), (1.0, 0.0, False), (0.5, 0.5, True), (0.5, 1.0, False), (0.7, 0.6, True), (None, 1.0, None)],
+)
+def test_position_consistent(ab, ba, expected):
+    assert position_consistent(ab, ba) is expected
+
+
+def test_mean_and_rate():
+    assert mean_or_none([1.0, None, 0.0]) == 0.5
+    assert mean_or_none([None]) is None
+    assert rate([True, False, None, True]) == pytest.approx(2 / 3)
+    assert rate([None]) is None
+
+
+def test_split_groups_accepts_whole_groups():
+    groups = split_groups(["a", "a", "b", "b"], 2)
+    assert [list(g) for g in groups] == [[0, 1], [2, 3]]
+
+
+def test_split_groups_rejects_a_partial_group():
+    with pytest.raises(ValueError, match="not a multiple of num_generations=4"):
+        split_groups(["a"] * 6, 4)
+
+
+def test_split_groups_rejects_mixed_group():
+    with pytest.raises(ValueError, match="different prompts"):
+        split_groups(["a", "b", "b", "b"], 2)
+
+
+def test_status_fractions_keeps_every_key():
+    out = status_fractions(["ok", "ok", "unparseable", "odd"], ["ok", "unparseable", "no_verdict"])
+    assert out == {"ok": 0.5, "unparseable": 0.25, "no_verdict": 0.0}

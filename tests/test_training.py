@@ -1,0 +1,205 @@
+"""Training: a 2-step GRPO run on tiny real models (LoRA moves, the base does not), the real command line in a
+subprocess, the configs, and the fail-fast path for hub models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+
+def _tiny_argv(tiny_models, tmp_path, *extra) -> list[str]:
+    return [
+        "--user",
+        "demo",
+        "--users_dir",
+        str(REPO / "users"),
+        "--runs_dir",
+        str(tmp_path / "runs"),
+        "--model_name_or_path",
+        tiny_models["policy"],
+        "--judge_model",
+        tiny_models["vlm"],
+        "--renderer_model",
+        tiny_models["sd"],
+        "--fidelity_model",
+        tiny_models["minilm"],
+        "--render_steps",
+        "4",
+        "--judge_max_new_tokens",
+        "16",
+        "--max_completion_length",
+        "12",
+        "--log_images_every",
+        "1",
+        *extra,
+    ]
+
+
+def test_grpo_two_steps_moves_lora_not_base(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    from rl.train_policy import build_trainer, parse_args
+
+    args, training_args, model_args = parse_args(
+        _tiny_argv(tiny_models, tmp_path, "--max_steps", "2", "--learning_rate", "1e-2", "--report_to", "none")
+    )
+    trainer, user = build_trainer(args, training_args, model_args)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    lora = [n for n in before if "lora_" in n]
+    assert lora, "the policy should carry LoRA parameters"
+    assert all(not trainer.model.get_parameter(n).requires_grad for n in before if "lora_" not in n)
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    changed = [n for n in lora if not torch.equal(before[n], after[n])]
+    assert changed, "no LoRA parameter changed in 2 GRPO steps"
+    assert all(torch.equal(before[n], after[n]) for n in before if "lora_" not in n), "a base weight changed"
+    history = trainer.state.log_history
+    assert any("rewards/fidelity/mean" in h for h in history)
+    assert any("judge/verdicts" in h for h in history)
+    # the sample grids were written next to the run
+    assert list((tmp_path / "runs" / "demo").glob("*/samples/step_*.png"))
+
+
+def test_cli_smoke_accelerate_launch(tiny_models, tmp_path):
+    """`accelerate launch rl/train_policy.py --user demo` with tiny models: adapter loads, W&B run holds metrics."""
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_DATA_DIR=str(tmp_path / "wandb-data"), HF_HUB_OFFLINE="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "rl/train_policy.py",
+        *_tiny_argv(tiny_models, tmp_path, "--max_steps", "2"),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[done] adapter:" in proc.stdout
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from policies.rewriter import AdapterInfo, PromptRewriter, latest_adapter
+    from rl.wandb_offline import media_files, read_history
+
+    adapter = latest_adapter("demo", tmp_path / "runs")
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    base = AutoModelForCausalLM.from_pretrained(tiny_models["policy"])
+    model = PeftModel.from_pretrained(base, str(adapter))
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+    assert AdapterInfo.load(adapter).user_id == "demo"
+    assert len(PromptRewriter(adapter).rewrite(["a sun", "a tree"])) == 2
+
+    run_dir = adapter.parent / "wandb"
+    rows = read_history(run_dir)
+    rewards = [r["train/reward"] for r in rows if "train/reward" in r]
+    assert len(rewards) == 2 and all(isinstance(x, float) for x in rewards)
+    assert any("train/rewards/fidelity/mean" in r for r in rows)
+    assert any("train/judge/verdicts" in r for r in rows)
+    assert any(r.get("samples/grid/_type") == "image-file" for r in rows)
+    assert any(r.get("samples/dimensions/_type") == "table-file" for r in rows)
+    pngs = [p for p in media_files(run_dir) if p.suffix == ".png"]
+    assert pngs, "no logged images in the offline run"
+
+
+def test_rewrite_command_on_trained_adapter(tiny_models, tmp_path):
+    """`pig rewrite` serves an adapter; --compare also shows the base policy."""
+    from rl.train_policy import main
+
+    adapter = main(_tiny_argv(tiny_models, tmp_path, "--max_steps", "1", "--report_to", "none"))
+    out = subprocess.run(
+        [sys.executable, "-m", "rl.cli", "rewrite", "--adapter", str(adapter), "--compare", "--json", "a sun"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)["rewrites"]
+    assert rows[0]["prompt"] == "a sun" and "rewrite" in rows[0] and "base_rewrite" in rows[0]
+
+
+def test_cpu_yaml_matches_embedded_defaults(tmp_path):
+    from rl.train_policy import parse_args
+
+    common = ["--user", "demo", "--run_name", "x"]
+    plain = parse_args(common, check_models=False)
+    from_yaml = parse_args(["--config", str(REPO / "configs" / "cpu.yaml"), *common], check_models=False)
+    for a, b in zip(plain, from_yaml):
+        assert dataclasses.asdict(a) == dataclasses.asdict(b)
+
+
+def test_gpu_config_parses_then_fails_fast_offline(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), WANDB_MODE="disabled")
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "rl/train_policy.py", "--config", "configs/gpu.yaml", "--user", "demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Hub cannot be reached" in proc.stderr
+    for model in (
+        "jeongeunnn/pigreward",
+        "jeongeunnn/pigreward-bootstrap",
+        "stabilityai/stable-diffusion-2-1-base",
+        "Qwen/Qwen2.5-1.5B-Instruct",
+    ):
+        assert model in proc.stderr
+    assert time.time() - started < 120
+
+
+def test_bad_config_key_is_an_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("judge_modle: x\n")
+    proc = subprocess.run(
+        [sys.executable, "rl/train_policy.py", "--config", str(bad), "--user", "demo"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "judge_modle" in proc.stderr
+
+
+def test_group_split_is_refused():
+    """A batch that cannot hold whole groups is refused at start-up (TRL's check on one process, ours per slice)."""
+    from rl.train_policy import parse_args
+
+    with pytest.raises((SystemExit, ValueError), match="num_generations"):
+        parse_args(
+            ["--user", "demo", "--per_device_train_batch_size", "6", "--num_generations", "4"], check_models=False
+        )
+
+
+def test_unknown_user_fails_with_clear_message(tiny_models, tmp_path):
+    argv = _tiny_argv(tiny_models, tmp_path)
+    argv[argv.index("--user") + 1] = "nobody"
+    proc = subprocess.run(
+        [sys.executable, "rl/train_policy.py", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, WANDB_MODE="disabled"),
+    )
+    assert proc.returncode == 2 and "Unknown user 'nobody'" in proc.stderr
