@@ -240,4 +240,19 @@ class _StopAfterVerdict:
         return torch.tensor([bool(_VERDICT_END.search(lead + t)) for t in tails], device=input_ids.device)
 
 
-BACKENDS = {"transformers": TransformersVLM}
+# Backend name (as used in configs) -> "module:Class"; imported on use, so that each backend's heavy imports are paid
+# only by those who use it.
+BACKENDS = {
+    "transformers": "reward.backends:TransformersVLM",
+    "openai": "reward.openai_backend:OpenAIChatBackend",
+}
+
+
+def backend_class(name: str):
+    """The backend class registered under `name` in `BACKENDS`."""
+    import importlib
+
+    if name not in BACKENDS:
+        raise ValueError(f"Unknown judge backend {name!r}; choose one of {sorted(BACKENDS)}.")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

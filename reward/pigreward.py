@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reward import context as ctx
-from reward.backends import BACKENDS, GenerationSettings
+from reward.backends import GenerationSettings, backend_class
 from reward.parsing import STATUSES, Verdict, parse_verdict
 from reward.reduction import position_consistent, preference_from_orders, swap
 from reward.templates import Template, build_messages, format_context, load_template
-from reward.users import UserData
+from reward.users import Reference, UserData
 
 
 @dataclass
@@ -132,13 +132,19 @@ class PIGReward:
         **kwargs,
     ) -> PIGReward:
         """Build the backends by model name/path; the reasoner shares the judge's backend when the names match."""
-        if backend not in BACKENDS:
-            raise ValueError(f"Unknown judge backend {backend!r}; choose one of {sorted(BACKENDS)}.")
-        make = BACKENDS[backend]
+        make = backend_class(backend)
         judge_backend = make(judge, **(backend_kwargs or {}))
         reasoner = reasoner or judge
         reasoner_backend = judge_backend if reasoner == judge else make(reasoner, **(backend_kwargs or {}))
         return cls(judge_backend, reasoner_backend, **kwargs)
+
+    def pop_metrics(self) -> dict[str, float]:
+        """Judge metrics since the last call (statuses, retries, consistency, and the backend's own counters)."""
+        metrics = self.metrics.pop()
+        for backend in {id(b): b for b in (self.judge, self.reasoner) if b is not None}.values():
+            if hasattr(backend, "pop_metrics"):
+                metrics.update(backend.pop_metrics())
+        return metrics
 
     # ----------------------------------------------------------------------------------------------- user context
     def context_key(self, user: UserData) -> str:
@@ -188,14 +194,20 @@ class PIGReward:
         images_1: list,
         images_2: list,
         context: ctx.UserContext | list[str] | None,
+        references: list[Reference] | None = None,
     ) -> list[Verdict | ScoreVerdict]:
-        """One verdict per (prompt, image 1, image 2), in that presentation order, batched by the backend."""
+        """One verdict per (prompt, image 1, image 2), in that presentation order, batched by the backend.
+
+        `references` (the user's raw past choices) is for judge templates with a `{references}` slot only, such as
+        `judge-rawrefs-v1` (the "judge given the raw references" baseline); other templates refuse it.
+        """
         if not (len(prompts) == len(images_1) == len(images_2)):
             raise ValueError(f"judge_pairs got {len(prompts)} prompts, {len(images_1)} and {len(images_2)} images.")
         rationales = context.texts if isinstance(context, ctx.UserContext) else list(context or [])
         context_text = format_context(rationales)
+        raw = None if references is None else [(r.prompt, r.chosen, r.rejected) for r in references]
         conversations = [
-            build_messages(self.judge_template, p, (a, b), context_text)
+            build_messages(self.judge_template, p, (a, b), context_text, references=raw)
             for p, a, b in zip(prompts, images_1, images_2)
         ]
         if self.settings.mode == "score":
@@ -243,14 +255,21 @@ class PIGReward:
         images_a: list,
         images_b: list,
         context: ctx.UserContext | list[str] | None,
+        references: list[Reference] | None = None,
     ) -> list[Comparison]:
-        """Preference for each A over its B, judged in both orders when `settings.both_orders` (one batch)."""
+        """Preference for each A over its B, judged in both orders when `settings.both_orders` (one batch).
+
+        `references`: see `judge_pairs` (raw-reference templates only).
+        """
         n = len(prompts)
         if self.settings.both_orders:
-            verdicts = self.judge_pairs(prompts + prompts, images_a + images_b, images_b + images_a, context)
+            verdicts = self.judge_pairs(
+                prompts + prompts, images_a + images_b, images_b + images_a, context, references=references
+            )
             forward, backward = verdicts[:n], verdicts[n:]
         else:
-            forward, backward = self.judge_pairs(prompts, images_a, images_b, context), [None] * n
+            forward = self.judge_pairs(prompts, images_a, images_b, context, references=references)
+            backward = [None] * n
         results = []
         for fwd, bwd in zip(forward, backward):
             pref_ab = self._counted(fwd)

@@ -58,6 +58,16 @@ class PigArguments:
     judge_backend: str = field(
         default="transformers", metadata={"help": "Backend name, see reward.backends.BACKENDS."}
     )
+    judge_base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "openai backend: server URL, e.g. http://localhost:8000/v1 for `vllm serve` (env OPENAI_BASE_URL)."
+        },
+    )
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "openai backend: name of the env var holding the API key."}
+    )
+    judge_concurrency: int = field(default=8, metadata={"help": "openai backend: requests in flight."})
     judge_mode: str = field(
         default="cot", metadata={"help": "cot (chain of thought, parsed) | score (logits, no CoT)."}
     )

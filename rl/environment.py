@@ -153,7 +153,7 @@ class PersonalizedEnvironment:
                 "judge/pairs_per_s": len(comparisons) / judge_seconds if judge_seconds else 0.0,
                 "policy/rewrite_chars": sum(map(len, rewrites)) / len(rewrites),
                 "policy/empty_rewrites": float(sum(not r for r in rewrites)),
-                **self.pig.metrics.pop(),
+                **self.pig.pop_metrics(),
                 **self.renderer.pop_metrics(),
             }
             for name, value in metrics.items():

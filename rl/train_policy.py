@@ -72,12 +72,13 @@ def check_configured_models(args: PigArguments, model_args) -> None:
     """Fail fast, naming every configured model that is neither a local folder, cached, nor reachable."""
     from reward.hub import check_models
 
+    local_judge = args.judge_backend == "transformers"  # a served judge is the server's business
     check_models(
         {
             "policy": model_args.model_name_or_path,
             "renderer": args.renderer_model,
-            "judge": args.judge_model,
-            "reasoner": args.reasoner_model or args.judge_model,
+            "judge": args.judge_model if local_judge else "",
+            "reasoner": (args.reasoner_model or args.judge_model) if local_judge else "",
             "fidelity": args.fidelity_model,
             "init_adapter": args.init_adapter or "",
         }
@@ -129,6 +130,10 @@ def build_trainer(args: PigArguments, training_args, model_args):
             dtype=args.judge_dtype,
             batch_size=args.judge_batch_size,
             max_pixels=args.judge_max_pixels,
+        )
+        if args.judge_backend == "transformers"
+        else dict(
+            base_url=args.judge_base_url, api_key_env=args.judge_api_key_env, concurrency=args.judge_concurrency
         ),
         settings=JudgeSettings(
             mode=args.judge_mode,
