@@ -148,6 +148,12 @@ def train_tokenizer(texts: list[str], vocab_size: int = 4000):
     return fast
 
 
+def _example_images(example: dict) -> list[Image.Image]:
+    from reward.backends import images_of
+
+    return images_of(example["messages"])
+
+
 def _texts_of(example: dict) -> list[str]:
     out = [example["answer"]]
     for message in example["messages"]:
@@ -216,6 +222,52 @@ def save_checkpoint(model, tokenizer, image_processor, out: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- training
+def pretrain_vision(
+    model,
+    image_processor,
+    images: list[Image.Image],
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> float:
+    """Teach the vision tower the toy world's visual attributes before the language model sees it.
+
+    Real VLMs start from a pretrained vision encoder; ours starts random, and in joint SFT the rare image-dependent
+    answer tokens teach it slowly (measured: brightness learned, hue and clutter near chance after 600 steps). A
+    linear head on the mean of each image's merged visual tokens regresses the three calibrated attributes
+    (`oracle.directional`); the head is thrown away afterwards. Returns the final mean squared error.
+    """
+    from tqdm.auto import tqdm
+
+    visual = model.model.visual
+    targets = torch.tensor(
+        [
+            [
+                oracle.directional(world.image_attributes(im), axis, world.AXIS_ATTRIBUTES[axis][1])
+                for axis in world.AXES
+            ]
+            for im in images
+        ]
+    )
+    head = torch.nn.Linear(model.config.text_config.hidden_size, targets.shape[1])
+    optimizer = torch.optim.AdamW(list(visual.parameters()) + list(head.parameters()), lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc="vision pretraining", disable=not progress):
+        idx = rng.choice(len(images), size=batch_size, replace=False)
+        enc = image_processor(images=[images[i] for i in idx], return_tensors="pt")
+        tokens = model.model.get_image_features(enc["pixel_values"], enc["image_grid_thw"]).pooler_output
+        pred = torch.sigmoid(head(torch.stack([t.mean(0) for t in tokens])))
+        loss = torch.nn.functional.mse_loss(pred, targets[idx])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return float(np.mean(losses[-20:]))
+
+
 def _encode(processor, example: dict) -> dict:
     from reward.backends import images_of
 
@@ -247,6 +299,7 @@ def train(
     seed: int = 0,
     extra_images: list[Image.Image] | None = None,
     progress: bool = True,
+    vision_steps: int = 300,
 ) -> dict:
     """Build the tokenizer and the model, distil the teacher, evaluate, and save to `out` (atomically)."""
     from tqdm.auto import tqdm
@@ -260,6 +313,8 @@ def train(
     tokenizer = train_tokenizer(corpus)
     image_processor = build_image_processor()
     model = build_model(tokenizer, seed=seed)
+    pool = [im for e in examples for im in _example_images(e)] + list(extra_images or [])
+    vision_mse = pretrain_vision(model, image_processor, pool, steps=vision_steps, seed=seed, progress=progress)
     out = Path(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     save_checkpoint(model, tokenizer, image_processor, tmp)
@@ -293,6 +348,7 @@ def train(
     figures = {
         "train_seconds": round(time.time() - started, 1),
         "final_loss": float(np.mean(losses[-20:])),
+        "vision_pretrain_mse": vision_mse,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab": len(tokenizer),
     }
@@ -353,8 +409,11 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--examples", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vision_steps", type=int, default=300)
     a = parser.parse_args()
-    figures = train(a.out, steps=a.steps, batch_size=a.batch_size, n_examples=a.examples, seed=a.seed)
+    figures = train(
+        a.out, steps=a.steps, batch_size=a.batch_size, n_examples=a.examples, seed=a.seed, vision_steps=a.vision_steps
+    )
     print(json.dumps(figures, indent=2))
 
 
