@@ -1,9 +1,11 @@
 """The `pig` command: one entry point for the project's tools.
 
-pig context --user demo             build or show a user's PIGReward context
-pig judge --user demo --prompt P A B   judge two images for a user (both orders)
-pig rewrite --user demo "a sun"     rewrite prompts with the user's trained adapter
-pig train --user demo [...]         same as `accelerate launch rl/train_policy.py --user demo [...]` (one process)
+    pig context --user demo                          build or show a user's PIGReward context
+    pig judge --user demo --prompt P A.png B.png     judge two images for a user (both orders)
+    pig rewrite --user demo "a sun"                  rewrite prompts with the user's trained adapter
+    pig train --user demo [...]                      accelerate launch rl/train_policy.py --user demo [...], in-process
+    pig bench --dataset users --out runs/bench/x     accuracy table of PIGReward and the baselines (PIGBench-style)
+    pig import pickapic|pigbench|folder ...          convert a preference dataset to the per-user folder format
 """
 
 from __future__ import annotations
@@ -15,8 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from policies.cli import cmd_rewrite
     from reward.cli import cmd_context, cmd_judge
+    from reward.eval.cli import cmd_bench, cmd_import
 
-    commands = {"context": cmd_context, "judge": cmd_judge, "rewrite": cmd_rewrite, "train": _train}
+    commands = {
+        "context": cmd_context,
+        "judge": cmd_judge,
+        "rewrite": cmd_rewrite,
+        "train": _train,
+        "bench": cmd_bench,
+        "import": cmd_import,
+    }
     if not argv or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2

@@ -1,0 +1,147 @@
+"""A tiny `CLIPModel` built from a config (random weights), saved so that it loads by path like `openai/clip-vit-*`.
+
+No CLIP weights can be downloaded on our machines (docs/STACK.md), so the image-similarity baseline of the evaluation
+harness (`reward.eval.baselines`) runs on CPU against this model. Its weights are **random**: the baseline then
+measures nothing about taste, and every report that uses it says so (the saved folder carries a `LOCALMODEL.json`
+note that `reward.eval.bench` copies into its results). Where real weights exist, pass e.g.
+`--clip_model openai/clip-vit-base-patch32` instead; the code path is the same.
+
+    python -m localmodels.clip --out .models/tiny-clip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+NOTE_FILE = "LOCALMODEL.json"
+
+
+def _byte_level_clip_tokenizer(model_max_length: int):
+    """A CLIP tokenizer over CLIP's 512 byte-level symbols only (no merges): used when CLIP's BPE file is absent."""
+    from transformers import CLIPTokenizer
+
+    from localmodels.renderer import _bytes_to_unicode
+
+    chars = list(_bytes_to_unicode().values())
+    tokens = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=model_max_length)
+
+
+def build_tiny_clip(
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    image_size: int = 32,
+    patch_size: int = 8,
+    width: int = 32,
+    layers: int = 1,
+    projection_dim: int = 32,
+    model_max_length: int = 32,
+    tokenizer: str = "auto",
+    bpe_path: str | os.PathLike | None = None,
+) -> Path:
+    """Build a randomly initialised tiny `CLIPModel` and save it with its processor and tokenizer.
+
+    The folder loads with `CLIPModel.from_pretrained(out_dir)` and `AutoProcessor.from_pretrained(out_dir)` (a
+    `CLIPProcessor` whose image processor is the PIL `CLIPImageProcessorPil`: no torchvision needed).
+
+    Args:
+        out_dir (`str` or `os.PathLike`): Folder to write (created; existing files are overwritten).
+        seed (`int`, *optional*, defaults to 0): Seed of the weight initialisation (the global RNG is left alone).
+        image_size (`int`, *optional*, defaults to 32): Side of the square input images, in pixels.
+        patch_size (`int`, *optional*, defaults to 8): Side of a vision patch, in pixels.
+        width (`int`, *optional*, defaults to 32): Hidden size of both towers (a multiple of 16: 16-dim heads).
+        layers (`int`, *optional*, defaults to 1): Transformer layers of each tower.
+        projection_dim (`int`, *optional*, defaults to 32): Size of the shared embedding space.
+        model_max_length (`int`, *optional*, defaults to 32): Tokens per text.
+        tokenizer (`str`, *optional*, defaults to `"auto"`): `"clip"` (the exact CLIP vocabulary, rebuilt offline
+            by `localmodels.renderer.build_clip_tokenizer`; needs CLIP's BPE file), `"bytes"` (CLIP's 512 byte-level
+            symbols, no merges; always available) or `"auto"` (`"clip"` when the BPE file is found, else `"bytes"`).
+        bpe_path (`str` or `os.PathLike`, *optional*): CLIP's BPE merges; see `localmodels.renderer.find_clip_bpe`.
+
+    Returns:
+        `Path`: `out_dir`.
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from localmodels.renderer import build_clip_tokenizer, find_clip_bpe
+
+    if tokenizer not in ("auto", "clip", "bytes"):
+        raise ValueError(f"tokenizer must be 'auto', 'clip' or 'bytes', got {tokenizer!r}.")
+    if width % 16:
+        raise ValueError(f"width must be a multiple of 16 (attention heads of 16 dimensions), got {width}.")
+    if image_size % patch_size:
+        raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size}).")
+    if tokenizer == "auto":
+        try:
+            find_clip_bpe(bpe_path)
+            tokenizer = "clip"
+        except FileNotFoundError:
+            tokenizer = "bytes"
+    if tokenizer == "clip":
+        tok = build_clip_tokenizer(bpe_path, model_max_length=model_max_length)
+    else:
+        tok = _byte_level_clip_tokenizer(model_max_length)
+    tower = dict(
+        hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=width // 16
+    )
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            max_position_embeddings=model_max_length,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            **tower,
+        ),
+        vision_config=dict(image_size=image_size, patch_size=patch_size, **tower),
+        projection_dim=projection_dim,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(config)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(out)
+    note = {
+        "weights": "random",
+        "built_by": "localmodels.clip.build_tiny_clip",
+        "seed": seed,
+        "tokenizer": tokenizer,
+        "note": "Randomly initialised tiny CLIP for CPU tests: image similarities carry no semantic signal.",
+    }
+    (out / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def local_model_note(name_or_path: str) -> dict | None:
+    """The `LOCALMODEL.json` note of a model folder built here (e.g. `{"weights": "random", ...}`), if any."""
+    path = Path(name_or_path) / NOTE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="Folder to write the model, processor and tokenizer to.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokenizer", default="auto", choices=["auto", "clip", "bytes"])
+    args = parser.parse_args(argv)
+    print(build_tiny_clip(args.out, seed=args.seed, tokenizer=args.tokenizer))
+
+
+if __name__ == "__main__":
+    main()
