@@ -42,23 +42,31 @@ STATUSES = (
 )
 
 _NUM = r"[-+]?\d+(?:\.\d+)?"
-# "(Score 1: 3, Score 2: 4)", "[score1=3; score2=4]", "(Score 1: 3/5 and Score 2: 4/5)"
-_PAIR = (
-    rf"[(\[]\s*score\s*(?:for\s*)?(?:image\s*)?1\s*[:=]?\s*(?P<a>{_NUM})(?:\s*/\s*\d+)?\s*[,;/|]?\s*(?:and\s*)?"
-    rf"score\s*(?:for\s*)?(?:image\s*)?2\s*[:=]?\s*(?P<b>{_NUM})(?:\s*/\s*\d+)?\s*[)\]]"
+_LABEL = r"(?:score\s*(?:for\s*)?(?:image\s*)?|image\s*)"  # "Score 1", "Score for Image 1", "Image 1"
+# "(Score 1: 3, Score 2: 4)", "[score1=3; score2=4]", "(Score 1: 3/5 and Score 2: 4/5)", "(Image 1: 3, Image 2: 4)"
+_SCORES = (
+    rf"{_LABEL}1\s*[:=]?\s*(?P<a>{_NUM})(?:\s*/\s*\d+)?\s*[,;/|]?\s*(?:and\s*)?"
+    rf"{_LABEL}2\s*[:=]?\s*(?P<b>{_NUM})(?:\s*/\s*\d+)?"
 )
-_DIMENSION = re.compile(
-    rf"^(?P<name>[^:\n]{{1,80}}?)\s*(?::|\s-\s|\s–\s|\s—\s)\s*(?P<reason>.*?)\s*{_PAIR}\s*[.;,]?$", re.I
+_HEAD = r"^(?P<name>[^:\n]{1,80}?)\s*(?::|\s-\s|\s–\s|\s—\s)\s*(?P<reason>.*?)\s*"
+_DIMENSIONS = (
+    re.compile(rf"{_HEAD}[(\[]\s*{_SCORES}\s*[)\]]\s*[.;,]?$", re.I),  # the paper's form: scores in parentheses
+    re.compile(rf"{_HEAD}(?<=[.,;:|\-—–])\s*{_SCORES}\s*[.;,]?$", re.I),  # "Colour: warm. Score 1: 4, Score 2: 2"
 )
+# Names that make a "dimension-shaped" line a totals line instead ("Total: Score 1: 9, Score 2: 7").
+_NOT_A_DIMENSION = re.compile(r"(?:total|sum|final)(?:\s*scores?)?|(?:total\s*)?(?:score|image)\s*[12]", re.I)
 # "Score 1: 9", "Total score for Image 2 = 3+4+1+1=9", "Score 1: 2 / Score 2: 2" (both on one line)
 _TOTAL = re.compile(
-    rf"(?:total\s*)?(?:score|total)\s*(?:for\s*|of\s*)?(?:image\s*)?(?P<idx>[12])\s*(?:total|sum)?\s*[:=]\s*"
+    rf"(?:(?:total\s*)?(?:score|total)\s*(?:for\s*|of\s*)?(?:image\s*)?(?P<idx>[12])|image\s*(?P<idx2>[12])\s*"
+    rf"(?:total\s*)?score)\s*(?:total|sum)?\s*[:=]\s*"
     rf"(?P<expr>{_NUM}(?:\s*\+\s*{_NUM})*(?:\s*=\s*{_NUM})?)(?:\s*/\s*\d+)?",
     re.I,
 )
 _WINNER_PATTERNS = (
     re.compile(
-        r"image\s*(?P<idx>[12])\s*(?:is|was)\s*(?:the\s*)?(?:clearly\s*)?(?:better|preferred|superior|winner)", re.I
+        r"image\s*(?P<idx>[12])\s*(?:is|was)\s*(?:the\s*)?(?:(?:clearly|slightly|much|more|overall|definitely)\s*)*"
+        r"(?:better|preferred|superior|winner)|image\s*(?P<idx2>[12])\s*wins\b",
+        re.I,
     ),
     re.compile(r"(?:better|preferred|winning|chosen)\s*image\s*(?:is|:)?\s*(?:image\s*)?(?P<idx>[12])\b", re.I),
     re.compile(
@@ -191,6 +199,19 @@ def find_loop(text: str) -> int | None:
     return None if best is None else spans[best][0]
 
 
+# Words that may surround a verdict on its own line.
+_FILLER = set(
+    "final verdict answer winner overall therefore so thus conclusion in my result the is than image decision "
+    "clearly better it s a".split()
+)
+
+
+def _standalone(line: str, hit: re.Match) -> bool:
+    """Whether the verdict phrase is the whole line ("**Final verdict:** Image 2 is better than Image 1.")."""
+    rest = line[: hit.start()] + " " + line[hit.end() :]
+    return all(word in _FILLER for word in re.findall(r"[a-z]+", rest.lower()))
+
+
 def _unit_end(text: str, start: int) -> int:
     """End offset of the first occurrence of the repeated unit that starts at `start` (loosely: the line end)."""
     newline = text.find("\n", start)
@@ -222,8 +243,8 @@ def parse_verdict(text: str) -> Verdict:
         line = _BULLET.sub("", raw_line).strip()
         if not line:
             continue
-        dim = _DIMENSION.match(line)
-        if dim and not re.fullmatch(r"(?:total\s*)?score\s*[12]", dim.group("name").strip(), re.I):
+        dim = _DIMENSIONS[0].match(line) or _DIMENSIONS[1].match(line)
+        if dim and not _NOT_A_DIMENSION.fullmatch(dim.group("name").strip()):
             a, b = _number(dim.group("a")), _number(dim.group("b"))
             if a is not None and b is not None:
                 dimensions.append(Dimension(dim.group("name").strip(), dim.group("reason").strip(), a, b))
@@ -231,16 +252,19 @@ def parse_verdict(text: str) -> Verdict:
         for total in _TOTAL.finditer(line):
             value = _evaluate_total(total.group("expr"))
             if value is not None:
-                stated[int(total.group("idx"))] = value
+                stated[int(total.group("idx") or total.group("idx2"))] = value
         for pattern in _WINNER_PATTERNS:
             for hit in pattern.finditer(line):
-                winner_hits.append((line_start + hit.end(), int(hit.group("idx"))))
+                idx = int(hit.groupdict().get("idx") or hit.group("idx2"))
+                winner_hits.append((_standalone(line, hit), line_start + hit.end(), idx))
         for hit in _TIE.finditer(line):
-            winner_hits.append((line_start + hit.end(), 0))
+            winner_hits.append((_standalone(line, hit), line_start + hit.end(), 0))
 
     verdict = Verdict(dimensions=dimensions, loop_at=loop_at)
     verdict.stated_total_1, verdict.stated_total_2 = stated.get(1), stated.get(2)
-    verdict.stated_winner = max(winner_hits)[1] if winner_hits else None
+    # The last verdict line that says nothing else wins over verdict phrases inside chatter ("Image 2 is better in
+    # lighting, but..."); without one, the last phrase counts.
+    verdict.stated_winner = max(winner_hits)[2] if winner_hits else None
     if dimensions:
         verdict.total_1 = sum(d.score_1 for d in dimensions)
         verdict.total_2 = sum(d.score_2 for d in dimensions)

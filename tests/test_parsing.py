@@ -176,3 +176,40 @@ def test_recomputed_totals_always_match_dimension_lines(dims, preamble):
     assert (v.total_1, v.total_2) == (t1, t2)
     assert v.winner == winner
     assert v.status == "ok"
+
+
+def test_chatter_after_the_verdict_does_not_flip_it():
+    text = PAPER + "\n\nNote: Image 2 is better in lighting, but the user cares more about colour."
+    v = parse_verdict(text)
+    assert v.stated_winner == 1 and v.status == "ok"
+
+
+def test_dimension_scores_without_parentheses_and_image_labels():
+    text = (
+        "Colour: warm tones. Score 1: 4, Score 2: 2\n"
+        "Layout: sparse (Image 1: 3, Image 2: 1)\n"
+        "Total: Score 1: 7, Score 2: 3\n"
+        "Image 1 wins."
+    )
+    v = parse_verdict(text)
+    assert [d.name for d in v.dimensions] == ["Colour", "Layout"]
+    assert (v.total_1, v.total_2, v.stated_total_1, v.stated_total_2) == (7, 3, 7, 3)
+    assert v.status == "ok" and v.winner == 1
+
+
+@pytest.mark.parametrize(
+    "line, winner",
+    [
+        ("**Final verdict:** Image 2 is better than Image 1.", 2),
+        ("Image 1 is clearly more preferred", 1),
+        ("Winner: Image 2", 2),
+        ("Image 2 score: 9", None),  # a total, not a verdict
+    ],
+)
+def test_more_verdict_shapes(line, winner):
+    assert parse_verdict(line).stated_winner == winner
+
+
+def test_image_n_score_total_form():
+    v = parse_verdict("A: x (Score 1: 3, Score 2: 4)\nImage 1 score: 3\nImage 2 score: 4\nImage 2 is better")
+    assert (v.stated_total_1, v.stated_total_2) == (3, 4) and v.status == "ok"
