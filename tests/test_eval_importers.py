@@ -25,7 +25,7 @@ def _color(*key: int) -> tuple[int, int, int]:
 
 def _pixel(path: Path) -> tuple[int, int, int]:
     with Image.open(path) as image:
-        assert image.format == "PNG"
+        assert image.format in ("PNG", "JPEG")  # kept as the source stored it
         return image.convert("RGB").getpixel((0, 0))
 
 
@@ -306,3 +306,21 @@ def test_folder_import_validates_and_copies(tmp_path, link):
     assert len(load_user(str(out / "demo")).heldout) == 8
     with pytest.raises(ValueError, match="outside"):
         importers.import_folder(src, src / "inside", verbose=False)
+
+
+def test_save_image_keeps_jpeg_bytes_and_converts_the_rest(tmp_path):
+    import io
+
+    from reward.eval.importers import ImageProblem, save_image
+
+    jpeg = _jpeg((200, 30, 30))
+    written = save_image(jpeg, tmp_path / "a.b_0", "jpg_0")
+    assert written.name == "a.b_0.jpg" and written.read_bytes() == jpeg  # unchanged, not re-encoded
+    bmp = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(bmp, format="BMP")
+    converted = save_image(bmp.getvalue(), tmp_path / "c", "jpg_1")
+    with Image.open(converted) as image:
+        assert converted.suffix == ".png" and image.format == "PNG" and image.getpixel((0, 0)) == (1, 2, 3)
+    with pytest.raises(ImageProblem) as err:
+        save_image(b"not an image", tmp_path / "d", "jpg_0")
+    assert err.value.reason == "undecodable_image"

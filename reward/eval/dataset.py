@@ -4,7 +4,7 @@
 DATASET/
   manifest.json                 provenance (optional: the repo's `users/` has none and is a dataset too)
   <user_id>/user.json           the format of `reward/users.py`
-  <user_id>/images/*.png
+  <user_id>/images/*      (JPEG / PNG / WebP, kept as the source stored them)
 ```
 
 Each `user.json` holds the user's `references` (prompt, chosen, rejected: what PIGReward learns the user from) and

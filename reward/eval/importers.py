@@ -70,8 +70,14 @@ class ImageProblem(Exception):
         self.reason, self.detail = reason, detail
 
 
-def save_png(source: bytes | Path | None, path: Path, what: str) -> None:
-    """Decode an image (bytes or a file) and write it as an RGB PNG.
+_KEEP_AS_IS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+
+
+def save_image(source: bytes | Path | None, stem: Path, what: str) -> Path:
+    """Decode an image (bytes or a file) to check it, then write it next to `stem` and return the path written.
+
+    JPEG, PNG and WebP bytes are written unchanged (`stem` + their extension): re-encoding Pick-a-Pic's JPEGs as PNG
+    multiplies the dataset's size several times over. Other formats are converted to an RGB PNG.
 
     Raises:
         ImageProblem: `missing_image` (no bytes / no file) or `undecodable_image`.
@@ -80,14 +86,21 @@ def save_png(source: bytes | Path | None, path: Path, what: str) -> None:
         raise ImageProblem("missing_image", f"{what}: no image data")
     if isinstance(source, Path) and not source.is_file():
         raise ImageProblem("missing_image", f"{what}: {source} does not exist")
+    data = source if isinstance(source, bytes) else source.read_bytes()
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
-            rgb = image.convert("RGB")
+            kind = image.format
+            rgb = None if kind in _KEEP_AS_IS else image.convert("RGB")
     except _DECODE_ERRORS as err:
         raise ImageProblem("undecodable_image", f"{what}: {type(err).__name__}: {err}") from err
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rgb.save(path, format="PNG")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    path = stem.parent / (stem.name + _KEEP_AS_IS.get(kind, ".png"))  # not with_suffix: stems may hold dots
+    if rgb is None:
+        path.write_bytes(data)
+    else:
+        rgb.save(path, format="PNG")
+    return path
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -256,10 +269,14 @@ def import_pigbench(
             stem = f"p{safe_user_id(prompt_id)}"
             files = []
             for rank in (1, 4):
-                row, name = by_rank[rank], f"images/{stem}_rank{rank}.png"
+                row = by_rank[rank]
                 value = str(row["image"] or "").strip()
                 try:
-                    save_png(base / value if value else None, out / folder / name, f"rank-{rank} image")
+                    written = save_image(
+                        base / value if value else None,
+                        out / folder / f"images/{stem}_rank{rank}",
+                        f"rank-{rank} image",
+                    )
                 except ImageProblem as problem:
                     for other in group:
                         if other is row:
@@ -269,7 +286,7 @@ def import_pigbench(
                     for name in files:
                         (out / folder / name).unlink()
                     break
-                files.append(name)
+                files.append(written.relative_to(out / folder).as_posix())
             else:
                 usable[prompt_id] = (next(iter(texts)), files[0], files[1])
         need = test_prompts_per_user + min_references
@@ -328,6 +345,7 @@ class _PickapicUser:
     heldout: list = field(default_factory=list)
     pending: dict = field(default_factory=dict)  # row key -> "ref" | "test", to decode in the next pass
     bad: set = field(default_factory=set)  # rows whose images could not be used
+    files: dict = field(default_factory=dict)  # row key -> (image 0, image 1) paths relative to the user folder
     ref_order: dict = field(default_factory=dict)  # row key -> position in the seeded non-tie order
     test_order: dict = field(default_factory=dict)  # row key -> position in the seeded order of all rows
 
@@ -506,15 +524,19 @@ def import_pickapic(
                         try:
                             if raw[0] is not None and raw[0] == raw[1]:
                                 raise ImageProblem("identical_images", "jpg_0 and jpg_1 are the same bytes")
-                            for side in (0, 1):
-                                name = f"images/r{f}-{start + j}_{side}.png"
-                                save_png(raw[side], out / user.folder / name, f"jpg_{side}")
+                            written = [
+                                save_image(
+                                    raw[side], out / user.folder / f"images/r{f}-{start + j}_{side}", f"jpg_{side}"
+                                )
+                                for side in (0, 1)
+                            ]
                         except ImageProblem as problem:
                             log.skip_row(row_id(*key), problem.reason, problem.detail)
                             user.bad.add(key)
-                            for side in (0, 1):
-                                (out / user.folder / f"images/r{f}-{start + j}_{side}.png").unlink(missing_ok=True)
+                            for stale in (out / user.folder / "images").glob(f"r{f}-{start + j}_[01].*"):
+                                stale.unlink()
                             continue
+                        user.files[key] = tuple(w.relative_to(out / user.folder).as_posix() for w in written)
                         (user.references if role == "ref" else user.heldout).append(key)
             for user in eligible:
                 plan(user)
@@ -529,12 +551,12 @@ def import_pickapic(
             user.heldout.sort(key=user.test_order.get)
             for key in user.references:
                 label, caption = info[key]
-                images = [f"images/r{key[0]}-{key[1]}_{side}.png" for side in (0, 1)]
+                images = user.files[key]
                 chosen = 0 if label == 1 else 1
                 references.append({"prompt": caption, "chosen": images[chosen], "rejected": images[1 - chosen]})
             for key in user.heldout:
                 label, caption = info[key]
-                images = [f"images/r{key[0]}-{key[1]}_{side}.png" for side in (0, 1)]
+                images = user.files[key]
                 heldout.append({"prompt": caption, "image_1": images[0], "image_2": images[1], "label": label})
             _write_user(out, log, user.folder, user.user_id, references, heldout)
 
