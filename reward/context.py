@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from reward.files import atomic_write_json
 
 CONTEXT_VERSION = 1
 
@@ -79,21 +79,6 @@ def context_key(model_id: str, template_id: str, references_hash: str, generatio
 
 def context_path(cache_dir: str | Path, user_id: str, key: str) -> Path:
     return Path(cache_dir) / user_id / "context" / f"{key}.json"
-
-
-def atomic_write_json(path: Path, data: dict) -> None:
-    """Write JSON so that readers see either the old file or the complete new one, never a torn write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_cached(path: Path, expected_key: str) -> UserContext | None:

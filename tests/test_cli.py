@@ -30,38 +30,15 @@ def test_context_builds_then_reads_cache(tiny_models, tmp_path):
 
 def test_judge_prints_both_orders(tiny_models, tmp_path):
     images = REPO / "users" / "demo" / "images"
-    out = _pig(
-        "judge",
-        "--user",
-        "demo",
-        "--model",
-        tiny_models["vlm"],
-        "--runs_dir",
-        str(tmp_path),
-        "--prompt",
-        "a sun",
-        str(images / "ref00_chosen.png"),
-        str(images / "ref00_rejected.png"),
-        "--json",
-    )
+    args = ["judge", "--user", "demo", "--model", tiny_models["vlm"], "--runs_dir", str(tmp_path), "--prompt", "a sun"]
+    args += [str(images / "ref00_chosen.png"), str(images / "ref00_rejected.png")]
+    out = _pig(*args, "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)
     assert set(data["orders"]) == {"image_1 shown first", "image_2 shown first"}
     for verdict in data["orders"].values():
         assert verdict["template_id"] == "pigreward-judge-cot-v1" and "status" in verdict
-    table = _pig(
-        "judge",
-        "--user",
-        "demo",
-        "--model",
-        tiny_models["vlm"],
-        "--runs_dir",
-        str(tmp_path),
-        "--prompt",
-        "a sun",
-        str(images / "ref00_chosen.png"),
-        str(images / "ref00_rejected.png"),
-    )
+    table = _pig(*args)
     assert "== image_1 shown first" in table.stdout and "preference for image_1" in table.stdout
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from reward.eval import metrics
 from reward.eval.baselines import DEFAULT_CLIP, METHODS, Resources
-from reward.eval.dataset import DatasetUser, list_users, read_manifest, write_json_atomic
+from reward.eval.dataset import DatasetUser, list_users, read_manifest
+from reward.files import atomic_write_json
 
 PREDICTIONS = "predictions.jsonl"
 RUN_FILE = "run.json"
@@ -167,7 +168,7 @@ def _check_run_file(out: Path, dataset: Path, fingerprints: dict[str, dict]) -> 
                 f"{fp}\nUse another --out, or delete that method's lines from {out / PREDICTIONS} to recompute it."
             )
         merged[method] = fp
-    write_json_atomic(path, {"dataset": str(dataset), "methods": merged})
+    atomic_write_json(path, {"dataset": str(dataset), "methods": merged})
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -253,7 +254,7 @@ def run_bench(config: BenchConfig) -> dict:
     results = summarize_run(rows, config, users, without_heldout, dataset, resources)
     results["new_predictions"] = new
     results["wall_seconds"] = time.time() - started
-    write_json_atomic(out / "results.json", results)
+    atomic_write_json(out / "results.json", results)
     report.write_all(out, results, rows, dataset, users, config)
     print(report.table_markdown(results))
     print(f"bench: {new} new predictions in {results['wall_seconds']:.1f} s; outputs in {out}")

@@ -54,7 +54,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from reward.eval.dataset import MANIFEST, ImportLog, read_manifest, safe_user_id, write_json_atomic
+from reward.eval.dataset import MANIFEST, ImportLog, read_manifest, safe_user_id
+from reward.files import atomic_write_json
 from reward.users import USER_FILE, UserDataError, load_user
 
 PIGBENCH_COLUMNS = ("user_id", "prompt_id", "prompt", "image", "rank")
@@ -116,10 +117,10 @@ def _run(log: ImportLog, out: Path, work: Callable[[], None], verbose: bool) -> 
     try:
         work()
     except BaseException as err:
-        write_json_atomic(out / MANIFEST, log.manifest(complete=False, error=f"{type(err).__name__}: {err}"))
+        atomic_write_json(out / MANIFEST, log.manifest(complete=False, error=f"{type(err).__name__}: {err}"))
         print(log.summary(out, complete=False), file=sys.stderr)
         raise
-    write_json_atomic(out / MANIFEST, log.manifest(complete=True))
+    atomic_write_json(out / MANIFEST, log.manifest(complete=True))
     if verbose:
         print(log.summary(out))
     return log
@@ -132,7 +133,7 @@ def _write_user(out: Path, log: ImportLog, folder: str, source_id: object, refer
         "references": references,
         "heldout": heldout,
     }
-    write_json_atomic(out / folder / USER_FILE, data)
+    atomic_write_json(out / folder / USER_FILE, data)
     log.add_user(data)
 
 
