@@ -54,7 +54,7 @@ CHAT_TEMPLATE = (
 )
 IMAGE_SIZE = 32
 PATCH, MERGE = 8, 2
-TASKS = {"judge_cot": 0.55, "judge_score": 0.15, "reasoner": 0.30}
+TASKS = {"judge_cot": 0.5, "judge_score": 0.2, "reasoner": 0.3}
 
 
 # ---------------------------------------------------------------------------------------------------- examples
@@ -62,7 +62,7 @@ def sample_user_context(user: oracle.SyntheticUser, rng, n_refs: int | None = No
     """Teacher rationales for a fresh set of the user's references (what the reasoner should produce)."""
     n_refs = n_refs or int(rng.integers(3, 9))
     return [
-        oracle.teacher_rationale(user, c, r, rng)
+        oracle.teacher_rationale(c, r, rng)
         for _, c, r, *_ in (oracle.make_reference(user, rng, IMAGE_SIZE) for _ in range(n_refs))
     ]
 
@@ -94,7 +94,7 @@ def make_examples(n: int, seed: int, extra_images: list[Image.Image] | None = No
         if task == "reasoner":
             prompt, chosen, rejected, *_ = oracle.make_reference(user, rng, IMAGE_SIZE)
             messages = build_messages(templates[task], prompt, (chosen, rejected))
-            answer = oracle.teacher_rationale(user, chosen, rejected, rng)
+            answer = oracle.teacher_rationale(chosen, rejected, rng)
         else:
             rationales = [] if rng.random() < 0.1 else sample_user_context(user, rng)
             subject = list(world.SUBJECTS)[int(rng.integers(len(world.SUBJECTS)))]
@@ -391,21 +391,52 @@ def evaluate(model_dir: str, n: int = 48, seed: int = 1) -> dict:
     probs = vlm.choice_probabilities(conversations, score.answer_prefix, score.candidates)
     score_hits = [(1 if p1 > p2 else 2) == t for (p1, p2), t in zip(probs, truth) if t != 0]
 
+    # Reasoner: does its rationale credit the same axes and poles as the teacher's?
     refs = [oracle.make_reference(u, rng, IMAGE_SIZE) for u in users]
     rationale_texts = vlm.generate(
         [build_messages(reasoner, p, (c, r)) for p, c, r, *_ in refs], GenerationSettings(max_new_tokens=96)
     )
-    named = [
-        set(oracle.read_context([t]).items()) <= set(u.prefs.items()) and oracle.read_context([t])
-        for t, u in zip(rationale_texts, users)
+    reasoner_hits = [
+        oracle.read_context([t]) == oracle.read_context([oracle.teacher_rationale(c, r, rng)])
+        for t, (_, c, r, *_) in zip(rationale_texts, refs)
     ]
+
+    # End to end against the users' true taste: contexts written by the model's own reasoner from 6 references,
+    # then the judge on a fresh pair the user clearly ranks (shown in a random order).
+    from reward.pigreward import JudgeSettings, PIGReward
+
+    pig = PIGReward(
+        vlm, vlm, settings=JudgeSettings(generation=GenerationSettings(max_new_tokens=160, stop_after_verdict=True))
+    )
+    user_refs = [[oracle.make_reference(u, rng, IMAGE_SIZE) for _ in range(6)] for u in users]
+    flat = [r for refs_ in user_refs for r in refs_]
+    written = vlm.generate(
+        [build_messages(reasoner, p, (c, r)) for p, c, r, *_ in flat], GenerationSettings(max_new_tokens=96)
+    )
+    model_contexts = [written[i * 6 : (i + 1) * 6] for i in range(n)]
+    tests = [oracle.make_reference(u, rng, IMAGE_SIZE) for u in users]
+    flips = rng.random(n) < 0.5
+    firsts = [r if f else c for (_, c, r, *_), f in zip(tests, flips)]
+    seconds = [c if f else r for (_, c, r, *_), f in zip(tests, flips)]
+    labels = [2 if f else 1 for f in flips]
+    test_prompts = [p for p, *_ in tests]
+
+    def accuracy(contexts) -> float:
+        hits = 0.0
+        for ctx, p, a, b, label in zip(contexts, test_prompts, firsts, seconds, labels):
+            pref = pig.compare([p], [a], [b], ctx)[0].preference
+            hits += 0.5 if pref is None or pref == 0.5 else float((pref > 0.5) == (label == 1))
+        return hits / n
+
     return {
         "eval_pairs": n,
         "cot_status_ok": sum(v.status == "ok" for v in verdicts) / n,
         "cot_decided": len(decided) / n,
         "cot_agreement_with_teacher": sum(w == t for w, t in decided) / max(1, len(decided)),
         "score_agreement_with_teacher": sum(score_hits) / max(1, len(score_hits)),
-        "reasoner_names_true_axes": sum(bool(x) for x in named) / n,
+        "reasoner_agreement_with_teacher": sum(reasoner_hits) / n,
+        "user_accuracy_with_own_context": accuracy(model_contexts),
+        "user_accuracy_without_context": accuracy([[] for _ in range(n)]),
         "example_verdict": texts[0],
         "example_rationale": rationale_texts[0],
     }

@@ -20,7 +20,9 @@ from localmodels import world
 
 # Dimension names the judge writes, per axis, and words that reveal an axis pole in a rationale.
 DIMENSION_NAMES = {"palette": "Colour palette", "light": "Lighting", "layout": "Composition"}
-POPULATION_PRIOR = {"palette": "warm", "light": "bright", "layout": "sparse"}  # the "average user" (non-personal)
+# What a non-personal judge assumes (the "average user" likes bright images) and nothing more: a user whose taste lies
+# elsewhere is served badly without a context, which is the point of personalization.
+POPULATION_PRIOR = {"light": "bright"}
 _RATIONALES = {
     ("palette", "warm"): [
         "The user prefers warm colours: they chose the image with red, orange and golden tones over the cooler one.",
@@ -121,14 +123,22 @@ def make_reference(user: SyntheticUser, rng: np.random.Generator, size: int = 32
     raise RuntimeError(f"No pair with a utility gap >= {margin} for {user} in 1000 draws; lower the margin.")
 
 
-def teacher_rationale(user: SyntheticUser, chosen: Image.Image, rejected: Image.Image, rng) -> str:
-    """What the reasoner should say: the user's axes on which the chosen image clearly beats the rejected one."""
+def teacher_rationale(chosen: Image.Image, rejected: Image.Image, rng) -> str:
+    """What the reasoner should say about one choice: the one or two axes on which the images differ most, each
+    credited to the pole of the chosen image.
+
+    Only what the pair shows is used (not the synthetic user's hidden taste), so the reasoner's task is learnable;
+    an axis the user does not care about is named too when it differs, and the judge has to see through that noise
+    across references, as a real context built from a few choices would require.
+    """
     a, b = world.image_attributes(chosen), world.image_attributes(rejected)
-    gaps = {axis: directional(a, axis, pole) - directional(b, axis, pole) for axis, pole in user.prefs.items()}
-    ranked = sorted(gaps, key=gaps.get, reverse=True)
-    named = [axis for axis in ranked if gaps[axis] > 0.2][:2] or ranked[:1]
-    sentences = [_RATIONALES[(axis, user.prefs[axis])][int(rng.integers(2))] for axis in named]
-    return " ".join(sentences)
+    gaps = {}
+    for axis, (high, low) in world.AXES.items():
+        gap = directional(a, axis, high) - directional(b, axis, high)
+        gaps[axis] = (abs(gap), high if gap > 0 else low)
+    ranked = sorted(gaps, key=lambda axis: gaps[axis][0], reverse=True)
+    named = [axis for axis in ranked if gaps[axis][0] > 0.3][:2] or ranked[:1]
+    return " ".join(_RATIONALES[(axis, gaps[axis][1])][int(rng.integers(2))] for axis in named)
 
 
 def read_context(rationales: list[str]) -> dict[str, str]:
@@ -165,13 +175,20 @@ def teacher_verdict(rationales: list[str], image_1: Image.Image, image_2: Image.
     lines, totals = [], [0, 0]
     for axis in axes:
         personal = axis in prefs
-        pole = prefs.get(axis, POPULATION_PRIOR[axis])
+        pole = prefs.get(axis, POPULATION_PRIOR.get(axis))
         scores = []
         for attrs in (a1, a2):
+            if pole is None:  # nothing known, no prior: this axis does not decide
+                scores.append(3)
+                continue
             d = directional(attrs, axis, pole)
             scores.append(1 + int(round(4 * d)) if personal else 2 + int(round(2 * d)))
         totals[0] += scores[0]
         totals[1] += scores[1]
+        if pole is None:
+            reason = f"no known preference; Image 1 has {describe(a1, axis)}, Image 2 has {describe(a2, axis)}"
+            lines.append(f"{DIMENSION_NAMES[axis]}: {reason} (Score 1: {scores[0]}, Score 2: {scores[1]})")
+            continue
         who = "the user likes" if personal else "most people like"
         pole_word = {
             "warm": "warm colours",
