@@ -69,7 +69,7 @@ def build_minilm(folder: Path) -> dict:
 def build_renderer(folder: Path, minutes: float) -> dict:
     from localmodels.renderer import train_renderer
 
-    return train_renderer(str(folder), seed=0, max_minutes=minutes)
+    return train_renderer(str(folder), seed=0, max_minutes=minutes, overwrite=True)
 
 
 def build_judge(folder: Path, renderer_dir: Path, steps: int) -> dict:
@@ -95,7 +95,7 @@ def _renderer_samples(renderer_dir: Path, n: int = 256) -> list:
     for start in range(0, n, 32):
         chunk = prompts[start : start + 32]
         gens = [torch.Generator().manual_seed(start + i) for i in range(len(chunk))]
-        images += pipe(prompt=chunk, generator=gens, num_inference_steps=20).images
+        images += pipe(prompt=chunk, generator=gens, num_inference_steps=15, guidance_scale=4.0).images
     return images
 
 

@@ -30,8 +30,8 @@ class PigArguments:
     render_dtype: str = field(
         default="auto", metadata={"help": "auto (fp16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16."}
     )
-    render_steps: int = field(default=20, metadata={"help": "Denoising steps per image."})
-    guidance_scale: float = field(default=5.0, metadata={"help": "Classifier-free guidance scale."})
+    render_steps: int = field(default=15, metadata={"help": "Denoising steps per image."})
+    guidance_scale: float = field(default=4.0, metadata={"help": "Classifier-free guidance scale."})
     image_size: int | None = field(
         default=None, metadata={"help": "Square output size in pixels (None = pipeline default)."}
     )

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a test must never reach the network
+# Idle OpenMP threads spin by default; with two test processes on two cores (a subprocess smoke test beside pytest),
+# spinning made small ops 10-50x slower here. Passive waiting costs nothing when the cores are free.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 REPO = Path(__file__).resolve().parents[1]
