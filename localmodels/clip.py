@@ -19,17 +19,6 @@ from pathlib import Path
 NOTE_FILE = "LOCALMODEL.json"
 
 
-def _byte_level_clip_tokenizer(model_max_length: int):
-    """A CLIP tokenizer over CLIP's 512 byte-level symbols only (no merges): used when CLIP's BPE file is absent."""
-    from transformers import CLIPTokenizer
-
-    from localmodels.renderer import _bytes_to_unicode
-
-    chars = list(_bytes_to_unicode().values())
-    tokens = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=model_max_length)
-
-
 def build_tiny_clip(
     out_dir: str | os.PathLike,
     *,
@@ -69,7 +58,7 @@ def build_tiny_clip(
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from localmodels.renderer import build_clip_tokenizer, find_clip_bpe
+    from localmodels.renderer import build_byte_level_clip_tokenizer, build_clip_tokenizer, find_clip_bpe
 
     if tokenizer not in ("auto", "clip", "bytes"):
         raise ValueError(f"tokenizer must be 'auto', 'clip' or 'bytes', got {tokenizer!r}.")
@@ -86,7 +75,7 @@ def build_tiny_clip(
     if tokenizer == "clip":
         tok = build_clip_tokenizer(bpe_path, model_max_length=model_max_length)
     else:
-        tok = _byte_level_clip_tokenizer(model_max_length)
+        tok = build_byte_level_clip_tokenizer(model_max_length)
     tower = dict(
         hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=width // 16
     )
