@@ -1,7 +1,11 @@
-"""Write the demo user shipped in `users/demo/`: a synthetic user of the toy world who likes warm colours and sparse
-compositions. Every image is drawn by `localmodels.world` (nothing downloaded); the output is deterministic.
+"""Synthetic users of the toy world: the demo user shipped in `users/demo/`, and toy PIGBench datasets of many users.
 
-    python -m localmodels.demo_user --out users/demo
+Every image is drawn by `localmodels.world` (nothing downloaded) and every file is deterministic in its seed. Each user
+has a hidden taste (`oracle.SyntheticUser`: a preferred pole on one to three of palette, light and layout); references
+and held-out pairs are choices that taste clearly makes.
+
+    python -m localmodels.demo_user --out users/demo                      # the demo user (warm, sparse)
+    python -m localmodels.demo_user --toy_users 24 --out runs/data/toy    # a dataset for `pig bench`
 """
 
 from __future__ import annotations
@@ -31,13 +35,26 @@ TRAINING_PROMPTS = [
 ]
 
 
-def write_demo_user(out: str | Path, n_references: int = 8, n_heldout: int = 8, size: int = 64, seed: int = 7) -> Path:
+def write_user(
+    out: str | Path,
+    user_id: str,
+    taste: oracle.SyntheticUser,
+    rng: np.random.Generator,
+    n_references: int = 8,
+    n_heldout: int = 8,
+    size: int = 64,
+    description: str = "",
+    prompts: list[str] | None = None,
+) -> dict:
+    """Write `out/user.json` and `out/images/` for a synthetic user; returns the user.json content.
+
+    Held-out pairs put the chosen image first or second at random (label 1 or 2), so "always Image 1" scores ~50%.
+    """
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
     references, heldout = [], []
     for i in range(n_references):
-        prompt, chosen, rejected, *_ = oracle.make_reference(DEMO_TASTE, rng, size)
+        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size)
         chosen.save(out / "images" / f"ref{i:02d}_chosen.png")
         rejected.save(out / "images" / f"ref{i:02d}_rejected.png")
         references.append(
@@ -48,7 +65,7 @@ def write_demo_user(out: str | Path, n_references: int = 8, n_heldout: int = 8, 
             }
         )
     for i in range(n_heldout):
-        prompt, chosen, rejected, *_ = oracle.make_reference(DEMO_TASTE, rng, size)
+        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size)
         first_is_chosen = bool(rng.integers(2))
         a, b = (chosen, rejected) if first_is_chosen else (rejected, chosen)
         a.save(out / "images" / f"test{i:02d}_1.png")
@@ -61,18 +78,72 @@ def write_demo_user(out: str | Path, n_references: int = 8, n_heldout: int = 8, 
                 "label": 1 if first_is_chosen else 2,
             }
         )
-    data = {
-        "user_id": "demo",
-        "description": "Synthetic demo user (localmodels/demo_user.py): prefers warm colours and sparse compositions.",
-        "references": references,
-        "heldout": heldout,
-        "prompts": TRAINING_PROMPTS,
-    }
+    data = {"user_id": user_id, "description": description, "references": references, "heldout": heldout}
+    if prompts:
+        data["prompts"] = prompts
     (out / "user.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return data
+
+
+def write_demo_user(out: str | Path, n_references: int = 8, n_heldout: int = 8, size: int = 64, seed: int = 7) -> Path:
+    write_user(
+        out,
+        "demo",
+        DEMO_TASTE,
+        np.random.default_rng(seed),
+        n_references,
+        n_heldout,
+        size,
+        description="Synthetic demo user (localmodels/demo_user.py): prefers warm colours and sparse compositions.",
+        prompts=TRAINING_PROMPTS,
+    )
+    return Path(out)
+
+
+def taste_description(taste: oracle.SyntheticUser) -> str:
+    return ", ".join(f"{pole} {axis} (weight {taste.weights[axis]:.2f})" for axis, pole in taste.prefs.items())
+
+
+def write_toy_dataset(
+    out: str | Path, n_users: int = 24, n_references: int = 8, n_heldout: int = 8, size: int = 64, seed: int = 1000
+) -> Path:
+    """A per-user preference dataset (`reward/eval/dataset.py` layout, with `manifest.json`) of `n_users` toy users.
+
+    Tastes are sampled like the judge's training users but with other seeds, so no reference or test image was seen in
+    training. The hidden taste is recorded in each user's `description` (the methods never read it).
+    """
+    from reward.eval.dataset import MANIFEST, ImportLog
+    from reward.files import atomic_write_json
+
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    options = {"n_users": n_users, "n_references": n_references, "n_heldout": n_heldout, "size": size}
+    log = ImportLog("toy", "localmodels.demo_user", seed, options)
+    for u in range(n_users):
+        taste = oracle.SyntheticUser.sample(rng)
+        user_id = f"toy{u:03d}"
+        data = write_user(
+            out / user_id,
+            user_id,
+            taste,
+            rng,
+            n_references,
+            n_heldout,
+            size,
+            description=f"Synthetic toy-world user; hidden taste: {taste_description(taste)}.",
+        )
+        log.add_user(data)
+    atomic_write_json(out / MANIFEST, log.manifest(complete=True))
     return out
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="users/demo")
-    print(write_demo_user(parser.parse_args().out))
+    parser.add_argument("--toy_users", type=int, default=0, help="Write a dataset of N toy users instead of the demo.")
+    parser.add_argument("--seed", type=int, default=1000, help="Seed of the toy dataset.")
+    args = parser.parse_args()
+    if args.toy_users:
+        print(write_toy_dataset(args.out, n_users=args.toy_users, seed=args.seed))
+    else:
+        print(write_demo_user(args.out))

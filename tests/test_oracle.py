@@ -56,3 +56,28 @@ def test_examples_are_deterministic():
     a, b = make_examples(12, seed=3), make_examples(12, seed=3)
     assert [e["answer"] for e in a] == [e["answer"] for e in b]
     assert {e["task"] for e in make_examples(60, seed=4)} == {"judge_cot", "judge_score", "reasoner"}
+
+
+def test_toy_dataset_is_a_valid_bench_dataset_whose_labels_follow_the_hidden_taste(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from localmodels.demo_user import write_toy_dataset
+    from reward.eval.dataset import list_users, read_manifest
+
+    out = write_toy_dataset(tmp_path / "toy", n_users=3, n_references=2, n_heldout=6, size=32, seed=5)
+    manifest = read_manifest(out)
+    assert manifest["complete"] and manifest["counts"]["users"] == 3 and manifest["counts"]["heldout"] == 18
+    users = list_users(out)
+    assert [(u.user_id, u.n_references, u.n_heldout) for u in users] == [(f"toy00{i}", 2, 6) for i in range(3)]
+    # The generator draws the first user's taste first; its held-out labels must be what that taste prefers.
+    taste = oracle.SyntheticUser.sample(np.random.default_rng(5))
+    data = json.loads((users[0].folder / "user.json").read_text())
+    assert all(f"{pole} {axis}" in data["description"] for axis, pole in taste.prefs.items())
+    for pair in data["heldout"]:
+        utilities = [
+            taste.utility(world.image_attributes(Image.open(users[0].folder / pair[k]).convert("RGB")))
+            for k in ("image_1", "image_2")
+        ]
+        assert pair["label"] == (1 if utilities[0] > utilities[1] else 2)

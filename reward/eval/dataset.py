@@ -18,7 +18,7 @@ pairs are counted and left out.
 {
   "schema": "pig-preferences-v1",
   "complete": true,                      // false when the import stopped early (then "error" says why)
-  "source_format": "pickapic",           // "pigbench", "pickapic" or "folder"
+  "source_format": "pickapic",           // "pigbench", "pickapic", "folder" or "toy" (localmodels.demo_user)
   "source": "/data/pickapic/test.parquet",
   "seed": 0,
   "options": {"n_references": 8, ...},   // the importer's settings
@@ -119,7 +119,7 @@ class ImportLog:
     """What an import did: counts, skipped rows and users (with reasons), written as the dataset's manifest.
 
     Attributes:
-        source_format: `"pigbench"`, `"pickapic"` or `"folder"`.
+        source_format: `"pigbench"`, `"pickapic"`, `"folder"` or `"toy"`.
         source: the path imported from.
         seed: the seed of every random choice of the import.
         options: the importer's settings.
