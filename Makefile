@@ -33,6 +33,11 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 models: install
 	$(BIN)/python -m localmodels.build
 
+# PIGBench on a toy dataset of 24 synthetic users (what `pig bench` prints for a real dataset: see README.md).
+bench: setup
+	$(BIN)/python -m localmodels.demo_user --toy_users 24 --out runs/data/toy
+	$(BIN)/pig bench --dataset runs/data/toy --out runs/bench/toy
+
 lint: install
 	$(BIN)/ruff check .
 

@@ -4,7 +4,8 @@
   hold `{"type": "image", "image": PIL.Image}` items;
 - `choice_probabilities(conversations, answer_prefix, candidates) -> list[tuple[float, float]]`: probabilities of the
   two candidate continuations after a fixed answer prefix (score mode), normalised over the two;
-- `model_id`: a string that identifies the weights (part of cache keys).
+- `model_id`: a string that identifies the weights (part of cache keys): for local models the name plus
+  `reward.hub.weights_fingerprint`, so a model rebuilt at the same path does not reuse what the old one wrote.
 
 `BACKENDS` maps the names used in configs to the classes. Heavy imports happen inside the constructors.
 """
@@ -143,7 +144,9 @@ class TransformersVLM:
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.model_id = model
+        from reward.hub import weights_fingerprint
+
+        self.model_id = f"{model}@{weights_fingerprint(model)}"
         self.device = _resolve_device(device)
         self.batch_size = batch_size
         self.processor = load_vlm_processor(model)

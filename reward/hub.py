@@ -7,6 +7,7 @@ a hub id that is neither cached nor reachable would otherwise fail only after a 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import urllib.error
 import urllib.request
@@ -20,6 +21,29 @@ class ModelUnavailableError(RuntimeError):
 def looks_like_path(name: str) -> bool:
     """Hub ids are `name` or `org/name`; anything starting with `/`, `.` or `~`, or with more slashes, is a path."""
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def weights_fingerprint(name: str) -> str:
+    """A short id of the weights a model name resolves to here, for cache keys (contexts, benchmark resumption).
+
+    A local folder: a hash of its files' names, sizes and modification times (rebuilding a model at the same path
+    changes it, so contexts written by the old weights are not reused). A Hub id: the cached snapshot's commit, or
+    `"hub"` when it is not cached. Cheap: no file is read.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            stat = file.stat()
+            digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return "local-" + digest.hexdigest()[:12]
+    if path.is_file():
+        stat = path.stat()
+        return "file-" + hashlib.sha256(f"{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    ref = Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "refs" / "main"
+    return ref.read_text().strip()[:12] if ref.is_file() else "hub"
 
 
 def is_cached(repo_id: str) -> bool:

@@ -1,11 +1,11 @@
 """The `pig` command: one entry point for the project's tools.
 
-    pig context --user demo                          build or show a user's PIGReward context
-    pig judge --user demo --prompt P A.png B.png     judge two images for a user (both orders)
-    pig rewrite --user demo "a sun"                  rewrite prompts with the user's trained adapter
-    pig train --user demo [...]                      accelerate launch rl/train_policy.py --user demo [...], in-process
-    pig bench --dataset users --out runs/bench/x     accuracy table of PIGReward and the baselines (PIGBench-style)
-    pig import pickapic|pigbench|folder ...          convert a preference dataset to the per-user folder format
+pig context --user demo                          build or show a user's PIGReward context
+pig judge --user demo --prompt P A.png B.png     judge two images for a user (both orders)
+pig rewrite --user demo "a sun"                  rewrite prompts with the user's trained adapter
+pig train --user demo [...]                      accelerate launch rl/train_policy.py --user demo [...], in-process
+pig bench --dataset users --out runs/bench/x     accuracy table of PIGReward and the baselines (PIGBench-style)
+pig import pickapic|pigbench|folder ...          convert a preference dataset to the per-user folder format
 """
 
 from __future__ import annotations

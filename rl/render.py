@@ -7,6 +7,7 @@ the effect of the words, not the luck of the noise.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,7 +60,25 @@ class Renderer:
         self.pipe.set_progress_bar_config(disable=True)
         self._cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
         self.images_rendered = 0
+        self.truncated = 0
         self.seconds = 0.0
+        self._warned_truncation = False
+
+    def _count_truncated(self, prompts: list[str]) -> int:
+        """How many prompts exceed the text encoder's window (the pipeline keeps only its first tokens)."""
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        limit = getattr(tokenizer, "model_max_length", None)
+        if tokenizer is None or not limit or limit > 100_000:
+            return 0
+        n = sum(len(ids) > limit for ids in tokenizer(prompts)["input_ids"])
+        if n and not self._warned_truncation:
+            self._warned_truncation = True
+            logging.getLogger(__name__).warning(
+                "Some prompts are longer than the renderer's %d-token text window and are truncated by the pipeline "
+                "(counted in render/truncated_fraction; a rewrite's words past the window cannot change its image).",
+                limit,
+            )
+        return n
 
     def render(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         """One image per (prompt, seed); cached pairs are reused, the rest rendered `batch_size` at a time."""
@@ -70,15 +89,22 @@ class Renderer:
         for start in range(0, len(todo), s.batch_size):
             chunk = todo[start : start + s.batch_size]
             generators = [self._torch.Generator(device="cpu").manual_seed(seed) for _, seed in chunk]
+            self.truncated += self._count_truncated([p for p, _ in chunk])
             began = time.perf_counter()
-            images = self.pipe(
-                prompt=[p for p, _ in chunk],
-                generator=generators,
-                num_inference_steps=s.num_inference_steps,
-                guidance_scale=s.guidance_scale,
-                height=s.height,
-                width=s.width,
-            ).images
+            pipeline_logger = logging.getLogger(type(self.pipe).__module__)
+            level = pipeline_logger.level
+            pipeline_logger.setLevel(logging.ERROR)  # its per-call truncation warning: counted above instead
+            try:
+                images = self.pipe(
+                    prompt=[p for p, _ in chunk],
+                    generator=generators,
+                    num_inference_steps=s.num_inference_steps,
+                    guidance_scale=s.guidance_scale,
+                    height=s.height,
+                    width=s.width,
+                ).images
+            finally:
+                pipeline_logger.setLevel(level)
             self.seconds += time.perf_counter() - began
             self.images_rendered += len(chunk)
             for key, image in zip(chunk, images):
@@ -92,7 +118,9 @@ class Renderer:
 
     def pop_metrics(self) -> dict[str, float]:
         out = {"render/images": float(self.images_rendered)}
+        if self.images_rendered:
+            out["render/truncated_fraction"] = self.truncated / self.images_rendered
         if self.seconds:
             out["render/images_per_s"] = self.images_rendered / self.seconds
-        self.images_rendered, self.seconds = 0, 0.0
+        self.images_rendered, self.truncated, self.seconds = 0, 0, 0.0
         return out

@@ -55,6 +55,25 @@ def test_context_built_once_then_cached(backend, tmp_path, demo_user_copy):
     assert third.key != first.key and path.is_file()
 
 
+def test_rebuilt_reasoner_weights_at_the_same_path_invalidate_the_context(tiny_models, tmp_path):
+    import shutil
+
+    from reward.hub import weights_fingerprint
+
+    folder = tmp_path / "vlm"
+    shutil.copytree(tiny_models["vlm"], folder)
+    first = TransformersVLM(str(folder), device="cpu", dtype="float32")
+    key = _pig(first, tmp_path).context_key(load_user("demo"))
+    assert first.model_id.startswith(f"{folder}@local-")
+    assert weights_fingerprint(str(folder)) == weights_fingerprint(str(folder))  # stable while nothing changes
+    weights = next(folder.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # "rebuilt": same path, new file
+    second = TransformersVLM(str(folder), device="cpu", dtype="float32")
+    assert second.model_id != first.model_id
+    assert _pig(second, tmp_path).context_key(load_user("demo")) != key
+    assert weights_fingerprint("no-org/not-cached-model") == "hub"
+
+
 def test_corrupt_cache_is_rebuilt(backend, tmp_path):
     pig = _pig(backend, tmp_path)
     user = load_user("demo")

@@ -152,3 +152,19 @@ def test_trained_renderer_follows_style_words(tmp_path):
     for axis in renderer.AXES:
         assert result[f"{axis}/auc"] > 0.85, (axis, result)
     assert result["render/seconds_batch8"] < 1.0
+
+
+def test_rl_renderer_caches_seeds_and_counts_truncated_prompts(saved_pipeline, caplog):
+    from rl.render import Renderer, RenderSettings
+
+    pipe, path = saved_pipeline
+    r = Renderer(RenderSettings(model=str(path), device="cpu", num_inference_steps=2, batch_size=2))
+    limit = r.pipe.tokenizer.model_max_length
+    long_prompt = "a warm sun " + "with many bright red shapes " * limit
+    images = r.render(["a sun", "a moon", "a sun", long_prompt], [1, 1, 1, 2])
+    assert len(images) == 4 and images[0] is images[2]  # same (prompt, seed): rendered once, reused
+    metrics = r.pop_metrics()
+    assert metrics["render/images"] == 3 and metrics["render/truncated_fraction"] == 1 / 3
+    assert "truncated" in caplog.text
+    r.render(["a sun"], [1])  # cached: nothing rendered, nothing to report
+    assert r.pop_metrics() == {"render/images": 0.0}

@@ -148,6 +148,12 @@ class Resources:
         roles = {"judge": self.judge_model, "reasoner": self.reasoner_model, "clip": self.clip_model}
         return {role: roles[role] for role in METHODS[method].models}
 
+    def weights(self, method: str) -> dict[str, str]:
+        """Role -> fingerprint of the weights that name resolves to (a rebuilt model invalidates resumed results)."""
+        from reward.hub import weights_fingerprint
+
+        return {role: weights_fingerprint(name) for role, name in self.models(method).items()}
+
     def load(self, method: str) -> None:
         """Build the models `method` uses now (so that loading time is not counted as judging time)."""
         if "clip" in METHODS[method].models:
@@ -158,7 +164,7 @@ class Resources:
     def fingerprint(self, method: str) -> dict:
         """Everything that determines `method`'s predictions: a resumed run must match it."""
         uses = METHODS[method].models
-        data: dict = {"method": method, "models": self.models(method)}
+        data: dict = {"method": method, "models": self.models(method), "weights": self.weights(method)}
         if method == "random":
             data["seed"] = self.seed
         if "judge" in uses:
