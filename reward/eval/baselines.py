@@ -27,7 +27,7 @@ import numpy as np
 
 from reward.users import HeldoutPair, UserData
 
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+DEFAULT_CLIP = ".models/tiny-clip"  # make setup; on a machine with the Hub: openai/clip-vit-base-patch32
 PIG_TEMPLATES = {"cot": "judge-cot-v1", "score": "judge-score-v1", "rawrefs": "judge-rawrefs-v1"}
 """Judge template of each PIGReward variant."""
 
