@@ -101,7 +101,11 @@ def latest_adapter(user_id: str, runs_dir: str | Path = "runs") -> Path:
 
 
 class PromptRewriter:
-    """A base causal LM plus a user's LoRA adapter, rewriting prompts greedily.
+    """A base causal LM plus a user's LoRA adapter, rewriting prompts (greedy by default).
+
+    Greedy decoding of a small policy tends to repeat a phrase until the token limit ("a beacon of light, a beacon of
+    light, ..."); `rewrite` therefore blocks repeated 3-grams and penalises repetition unless told otherwise. Training
+    samples at temperature 1; pass `temperature` to sample the way the policy was trained.
 
     Args:
         adapter: folder with `adapter_config.json`, `adapter_model.safetensors` and `pig_adapter.json`; `None` to use
@@ -131,7 +135,17 @@ class PromptRewriter:
         self.few_shot = [tuple(pair) for pair in self.info.few_shot] if self.info else FEW_SHOT
         self.max_new_tokens = self.info.max_new_tokens if self.info else 48
 
-    def rewrite(self, prompts: list[str]) -> list[str]:
+    def rewrite(
+        self,
+        prompts: list[str],
+        temperature: float = 0.0,
+        seed: int = 0,
+        repetition_penalty: float = 1.2,
+        no_repeat_ngram_size: int = 3,
+    ) -> list[str]:
+        """One rewrite per prompt: greedy when `temperature` is 0, else sampled (seeded, reproducible)."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
         texts = [
             self.tokenizer.apply_chat_template(
                 build_chat(p, self.system_prompt, self.few_shot), tokenize=False, add_generation_prompt=True
@@ -139,15 +153,20 @@ class PromptRewriter:
             for p in prompts
         ]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        with self._torch.inference_mode():
+        sampling = (
+            dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+            if temperature
+            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        )
+        with self._torch.inference_mode(), self._torch.random.fork_rng(devices=[]):
+            self._torch.manual_seed(seed)
             out = self.model.generate(
                 **batch,
                 max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
+                repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                **sampling,
             )
         answers = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         return [extract_rewrite(a) for a in answers]
