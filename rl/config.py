@@ -1,4 +1,5 @@
-"""Configuration of `rl/train_policy.py`: our arguments + TRL's `GRPOConfig` + TRL's `ModelConfig` (the policy).
+"""Configuration of `rl/train_policy.py`: our arguments + TRL's trainer config (`GRPOConfig`, or `RLOOConfig` with
+`algorithm: rloo`) + TRL's `ModelConfig` (the policy).
 
 Precedence: embedded defaults (`CPU_DEFAULTS`, the offline CPU demo) < `--config file.yaml` < command-line flags.
 Unknown YAML keys are an error (TRL's parser). Hyper-parameter names are TRL's where TRL has one (`num_generations`,
@@ -16,6 +17,13 @@ class PigArguments:
 
     user: str | None = field(
         default=None, metadata={"help": "User id (a folder under --users_dir) or a path to a user folder. Required."}
+    )
+    algorithm: str = field(
+        default="grpo",
+        metadata={
+            "help": "grpo (TRL GRPOTrainer: group-normalised advantages) or rloo (TRL RLOOTrainer: leave-one-out "
+            "baseline). Both take the same reward functions, LoRA and keys; each reads its own TRL config."
+        },
     )
     users_dir: str = field(default="users", metadata={"help": "Folder holding one sub-folder per user."})
     runs_dir: str = field(default="runs", metadata={"help": "Outputs: contexts, adapters, W&B runs, sample grids."})
@@ -107,6 +115,8 @@ class PigArguments:
     log_groups: int = field(default=2, metadata={"help": "Groups (prompt + its rewrites) per logged step."})
 
     def __post_init__(self):
+        if self.algorithm not in ("grpo", "rloo"):
+            raise ValueError(f"algorithm must be 'grpo' or 'rloo', got {self.algorithm!r}.")
         if self.judge_mode not in ("cot", "score"):
             raise ValueError(f"judge_mode must be 'cot' or 'score', got {self.judge_mode!r}.")
         for name in (

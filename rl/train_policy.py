@@ -1,8 +1,10 @@
-"""Train one user's prompt-rewriting policy (a LoRA adapter) against that user's PIGReward verdicts with TRL GRPO.
+"""Train one user's prompt-rewriting policy (a LoRA adapter) against that user's PIGReward verdicts with TRL GRPO
+(or RLOO).
 
     accelerate launch rl/train_policy.py --user demo                          # offline CPU demo (embedded config)
     accelerate launch rl/train_policy.py --config configs/gpu.yaml --user U   # real checkpoints on GPUs
     accelerate launch rl/train_policy.py --user demo --max_steps 2 --learning_rate 5e-5   # CLI overrides
+    accelerate launch rl/train_policy.py --user demo --algorithm rloo        # TRL's RLOOTrainer instead
 
 Reads top to bottom: parse -> load user -> build reward -> build dataset -> build trainer -> train -> save adapter.
 """
@@ -22,21 +24,51 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 from rl.config import CPU_DEFAULTS, PigArguments  # noqa: E402
 
+ALGORITHMS = {"grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
+
+
+def algorithm_of(argv: list[str]) -> str:
+    """The trainer the command asks for (`--algorithm`, else the `algorithm:` key of `--config`, else grpo).
+
+    Read before the full parse because it decides which TRL config class parses the rest.
+    """
+    import argparse
+
+    import yaml
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--algorithm")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    algorithm = known.algorithm
+    if algorithm is None and known.config:
+        try:
+            with open(known.config, encoding="utf-8") as f:
+                algorithm = (yaml.safe_load(f) or {}).get("algorithm")
+        except (OSError, yaml.YAMLError, AttributeError):
+            algorithm = None  # the full parse reports a missing or malformed config file with its own message
+    algorithm = algorithm or CPU_DEFAULTS.get("algorithm", "grpo")
+    if algorithm not in ALGORITHMS:
+        raise SystemExit(f"error: --algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
+    return algorithm
+
 
 def parse_args(argv: list[str] | None = None, check_models: bool = True):
-    """Embedded CPU defaults < --config YAML < CLI flags. Returns (PigArguments, GRPOConfig, ModelConfig).
+    """Embedded CPU defaults < --config YAML < CLI flags. Returns (PigArguments, GRPOConfig | RLOOConfig, ModelConfig).
 
     With `check_models`, every configured model is checked (local folder, cache or reachable Hub) before the trainer
     config is built, so a missing model is the first error, not a bf16 complaint on a machine without a GPU.
     """
-    from trl import GRPOConfig, ModelConfig, TrlParser
+    import trl
+    from trl import ModelConfig, TrlParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    config_class = getattr(trl, ALGORITHMS[algorithm_of(argv)][0])
     if check_models and not {"-h", "--help"} & set(argv):
         # Check the models before the trainer config is built: on a machine without the Hub or a GPU, "model X is
-        # not reachable" is the first thing to fix, and building GRPOConfig would first complain about bf16.
-        # The first pass validates every key and type but skips GRPOConfig's environment checks.
-        class _Unchecked(GRPOConfig):
+        # not reachable" is the first thing to fix, and building the trainer config would first complain about bf16.
+        # The first pass validates every key and type but skips the config's environment checks.
+        class _Unchecked(config_class):
             def __post_init__(self):
                 pass
 
@@ -44,7 +76,7 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
         early.set_defaults_with_config(**CPU_DEFAULTS)
         pig_args, _, early_model_args = early.parse_args_and_config(args=argv)
         check_configured_models(pig_args, early_model_args)
-    parser = TrlParser((PigArguments, GRPOConfig, ModelConfig))
+    parser = TrlParser((PigArguments, config_class, ModelConfig))
     parser.set_defaults_with_config(**CPU_DEFAULTS)
     args, training_args, model_args = parser.parse_args_and_config(args=argv)
     if not args.user:
@@ -61,7 +93,7 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
     if training_args.reward_weights is not None:
         parser.error("Set fidelity_weight instead of reward_weights (rewards are [preference, fidelity]).")
     training_args.reward_weights = [1.0, args.fidelity_weight]
-    run = training_args.run_name or time.strftime("grpo-%Y%m%d-%H%M%S")
+    run = training_args.run_name or time.strftime(f"{args.algorithm}-%Y%m%d-%H%M%S")
     user_key = Path(args.user).name
     training_args.output_dir = training_args.output_dir.format(runs_dir=args.runs_dir, user=user_key, run=run)
     training_args.run_name = run
@@ -93,13 +125,14 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def build_trainer(args: PigArguments, training_args, model_args):
-    """Steps 1-4: load the user, build the reward, the dataset and the GRPO trainer. Returns (trainer, user)."""
+    """Steps 1-4: load the user, build the reward, the dataset and the GRPO/RLOO trainer. Returns (trainer, user)."""
     import torch
+    import trl
     from accelerate import PartialState
     from datasets import Dataset
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOTrainer, get_peft_config
+    from trl import get_peft_config
 
     from policies.rewriter import build_chat
     from reward.backends import GenerationSettings
@@ -183,7 +216,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
         [{"prompt": build_chat(p), "original_prompt": p, "user_id": user.user_id} for p in prompts]
     )
 
-    # 4. The trainer: the policy with a fresh LoRA (or the adapter to continue from), TRL's GRPO as it is.
+    # 4. The trainer: the policy with a fresh LoRA (or the adapter to continue from), TRL's GRPO or RLOO as it is.
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
@@ -192,7 +225,8 @@ def build_trainer(args: PigArguments, training_args, model_args):
         policy = PeftModel.from_pretrained(policy, args.init_adapter, is_trainable=True)
         peft_config = None
     _init_wandb(state, training_args, args, model_args, out_dir)
-    trainer = GRPOTrainer(
+    trainer_class = getattr(trl, ALGORITHMS[args.algorithm][1])
+    trainer = trainer_class(
         model=policy,
         reward_funcs=[env.preference, env.fidelity],
         args=training_args,
@@ -221,6 +255,7 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
             system_prompt=SYSTEM_PROMPT,
             max_new_tokens=training_args.max_completion_length,
             trained_steps=trainer.state.global_step,
+            trainer=args.algorithm,
         ).save(adapter_dir)
         (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         pointer = Path(args.runs_dir) / user.user_id / "LATEST"

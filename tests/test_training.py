@@ -69,6 +69,40 @@ def test_grpo_two_steps_moves_lora_not_base(tiny_models, tmp_path, monkeypatch):
     assert list((tmp_path / "runs" / "demo").glob("*/samples/step_*.png"))
 
 
+def test_rloo_step_moves_lora_and_records_the_algorithm(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from trl import RLOOConfig, RLOOTrainer
+
+    from policies.rewriter import AdapterInfo
+    from rl.train_policy import build_trainer, parse_args, save_adapter
+
+    argv = _tiny_argv(tiny_models, tmp_path, "--algorithm", "rloo", "--max_steps", "1", "--learning_rate", "1e-2")
+    args, training_args, model_args = parse_args([*argv, "--report_to", "none"])
+    assert isinstance(training_args, RLOOConfig) and training_args.run_name.startswith("rloo-")
+    trainer, user = build_trainer(args, training_args, model_args)
+    assert isinstance(trainer, RLOOTrainer)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    trainer.train()
+    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters() if n in before)
+    adapter = save_adapter(trainer, user, args, training_args, model_args)
+    assert AdapterInfo.load(adapter).trainer == "rloo"
+
+
+def test_algorithm_comes_from_the_flag_or_the_yaml_and_is_checked(tmp_path):
+    from trl import GRPOConfig, RLOOConfig
+
+    from rl.train_policy import parse_args
+
+    config = tmp_path / "rloo.yaml"
+    config.write_text("algorithm: rloo\nmax_steps: 3\n")
+    common = ["--user", "demo", "--output_dir", str(tmp_path / "out")]
+    assert isinstance(parse_args([*common, "--config", str(config)], check_models=False)[1], RLOOConfig)
+    flag_wins = parse_args([*common, "--config", str(config), "--algorithm", "grpo"], check_models=False)
+    assert isinstance(flag_wins[1], GRPOConfig) and flag_wins[1].max_steps == 3
+    with pytest.raises(SystemExit, match="--algorithm must be one of grpo, rloo, got 'ppo'"):
+        parse_args([*common, "--algorithm", "ppo"], check_models=False)
+
+
 def test_cli_smoke_accelerate_launch(tiny_models, tmp_path):
     """`accelerate launch rl/train_policy.py --user demo` with tiny models: adapter loads, W&B run holds metrics."""
     env = dict(os.environ, WANDB_MODE="offline", WANDB_DATA_DIR=str(tmp_path / "wandb-data"), HF_HUB_OFFLINE="1")
