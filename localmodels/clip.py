@@ -59,24 +59,13 @@ def build_tiny_clip(
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from localmodels.renderer import build_byte_level_clip_tokenizer, build_clip_tokenizer, find_clip_bpe
+    from localmodels.renderer import make_clip_tokenizer
 
-    if tokenizer not in ("auto", "clip", "bytes"):
-        raise ValueError(f"tokenizer must be 'auto', 'clip' or 'bytes', got {tokenizer!r}.")
     if width % 16:
         raise ValueError(f"width must be a multiple of 16 (attention heads of 16 dimensions), got {width}.")
     if image_size % patch_size:
         raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size}).")
-    if tokenizer == "auto":
-        try:
-            find_clip_bpe(bpe_path)
-            tokenizer = "clip"
-        except FileNotFoundError:
-            tokenizer = "bytes"
-    if tokenizer == "clip":
-        tok = build_clip_tokenizer(bpe_path, model_max_length=model_max_length)
-    else:
-        tok = build_byte_level_clip_tokenizer(model_max_length)
+    tok, tokenizer = make_clip_tokenizer(tokenizer, bpe_path, model_max_length)
     tower = dict(
         hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=width // 16
     )

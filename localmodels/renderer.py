@@ -135,6 +135,24 @@ def build_byte_level_clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer
     return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=model_max_length)
 
 
+def make_clip_tokenizer(
+    kind: str, bpe_path: str | os.PathLike | None = None, model_max_length: int = 32
+) -> tuple[CLIPTokenizer, str]:
+    """`kind` `"clip"` (exact CLIP vocabulary; needs the BPE file), `"bytes"` (always available) or `"auto"` (`"clip"`
+    when the BPE file is found). Returns the tokenizer and the kind actually built."""
+    if kind not in ("auto", "clip", "bytes"):
+        raise ValueError(f"tokenizer must be 'auto', 'clip' or 'bytes', got {kind!r}.")
+    if kind == "auto":
+        try:
+            find_clip_bpe(bpe_path)
+            kind = "clip"
+        except FileNotFoundError:
+            kind = "bytes"
+    if kind == "clip":
+        return build_clip_tokenizer(bpe_path, model_max_length=model_max_length), kind
+    return build_byte_level_clip_tokenizer(model_max_length=model_max_length), kind
+
+
 def build_clip_tokenizer(bpe_path: str | os.PathLike | None = None, model_max_length: int = 32) -> CLIPTokenizer:
     """Rebuilds the exact CLIP tokenizer (49,408 tokens, the ids of `openai/clip-vit-*`) offline.
 
@@ -233,18 +251,7 @@ def build_tiny_pipeline(
         raise ValueError(f"text_width must be a multiple of 32 (heads of 32 dimensions), got {text_width}.")
     if prediction_type not in ("v_prediction", "epsilon"):
         raise ValueError(f"prediction_type must be 'v_prediction' or 'epsilon', got {prediction_type!r}.")
-    if tokenizer not in ("auto", "clip", "bytes"):
-        raise ValueError(f"tokenizer must be 'auto', 'clip' or 'bytes', got {tokenizer!r}.")
-    if tokenizer == "auto":
-        try:
-            find_clip_bpe(bpe_path)
-            tokenizer = "clip"
-        except FileNotFoundError:
-            tokenizer = "bytes"
-    if tokenizer == "clip":
-        text_tokenizer = build_clip_tokenizer(bpe_path, model_max_length=model_max_length)
-    else:
-        text_tokenizer = build_byte_level_clip_tokenizer(model_max_length=model_max_length)
+    text_tokenizer, tokenizer = make_clip_tokenizer(tokenizer, bpe_path, model_max_length)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = AutoencoderKL(
