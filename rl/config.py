@@ -21,8 +21,9 @@ class PigArguments:
     algorithm: str = field(
         default="grpo",
         metadata={
-            "help": "grpo (TRL GRPOTrainer: group-normalised advantages) or rloo (TRL RLOOTrainer: leave-one-out "
-            "baseline). Both take the same reward functions, LoRA and keys; each reads its own TRL config."
+            "help": "grpo (TRL GRPOTrainer: group-normalised advantages), rloo (TRL RLOOTrainer: leave-one-out "
+            "baseline), or dpo (the paper's route: judged (chosen, rejected) rewrite pairs, then TRL DPOTrainer; "
+            "see the dpo_* keys). Each reads its own TRL config."
         },
     )
     users_dir: str = field(default="users", metadata={"help": "Folder holding one sub-folder per user."})
@@ -110,13 +111,24 @@ class PigArguments:
     init_adapter: str | None = field(
         default=None, metadata={"help": "Continue training from this LoRA adapter folder instead of a fresh LoRA."}
     )
+    # -- the DPO route (algorithm: dpo)
+    dpo_rounds: int = field(default=3, metadata={"help": "dpo: sampling rounds over the training prompts."})
+    dpo_candidates: int = field(default=4, metadata={"help": "dpo: rewrites sampled and judged per prompt and round."})
+    dpo_min_gap: float = field(
+        default=0.25,
+        metadata={"help": "dpo: smallest reward difference between a pair's chosen and rejected rewrite."},
+    )
+    dpo_max_new_tokens: int = field(default=40, metadata={"help": "dpo: token cap of a sampled rewrite."})
+    dpo_temperature: float = field(default=1.0, metadata={"help": "dpo: sampling temperature of the rewrites."})
     # -- logging
     log_images_every: int = field(default=5, metadata={"help": "Log sample images/tables every N steps (0 = never)."})
     log_groups: int = field(default=2, metadata={"help": "Groups (prompt + its rewrites) per logged step."})
 
     def __post_init__(self):
-        if self.algorithm not in ("grpo", "rloo"):
-            raise ValueError(f"algorithm must be 'grpo' or 'rloo', got {self.algorithm!r}.")
+        if self.algorithm not in ("grpo", "rloo", "dpo"):
+            raise ValueError(f"algorithm must be 'grpo', 'rloo' or 'dpo', got {self.algorithm!r}.")
+        if self.dpo_candidates < 2 or self.dpo_rounds < 1:
+            raise ValueError("dpo_candidates must be >= 2 and dpo_rounds >= 1.")
         if self.judge_mode not in ("cot", "score"):
             raise ValueError(f"judge_mode must be 'cot' or 'score', got {self.judge_mode!r}.")
         for name in (
@@ -162,3 +174,7 @@ CPU_DEFAULTS = dict(
     seed=0,
     dataloader_num_workers=0,
 )
+
+# `algorithm: dpo` reads TRL's DPOConfig: the keys above that DPOConfig lacks (num_generations, temperature, ...) are
+# not used, and these replace GRPO's values (beta 0 would make the DPO loss constant).
+DPO_DEFAULTS = dict(beta=0.1, per_device_train_batch_size=4, max_length=512, max_steps=24)

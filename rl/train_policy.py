@@ -22,9 +22,13 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_PROJECT", "pig-rl")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from rl.config import CPU_DEFAULTS, PigArguments  # noqa: E402
+from rl.config import CPU_DEFAULTS, DPO_DEFAULTS, PigArguments  # noqa: E402
 
-ALGORITHMS = {"grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
+ALGORITHMS = {
+    "grpo": ("GRPOConfig", "GRPOTrainer"),
+    "rloo": ("RLOOConfig", "RLOOTrainer"),
+    "dpo": ("DPOConfig", "DPOTrainer"),
+}
 
 
 def algorithm_of(argv: list[str]) -> str:
@@ -63,7 +67,9 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
     from trl import ModelConfig, TrlParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_class = getattr(trl, ALGORITHMS[algorithm_of(argv)][0])
+    algorithm = algorithm_of(argv)
+    config_class = getattr(trl, ALGORITHMS[algorithm][0])
+    defaults = {**CPU_DEFAULTS, **(DPO_DEFAULTS if algorithm == "dpo" else {})}
     if check_models and not {"-h", "--help"} & set(argv):
         # Check the models before the trainer config is built: on a machine without the Hub or a GPU, "model X is
         # not reachable" is the first thing to fix, and building the trainer config would first complain about bf16.
@@ -73,26 +79,28 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
                 pass
 
         early = TrlParser((PigArguments, _Unchecked, ModelConfig))
-        early.set_defaults_with_config(**CPU_DEFAULTS)
+        early.set_defaults_with_config(**defaults)
         pig_args, _, early_model_args = early.parse_args_and_config(args=argv)
         check_configured_models(pig_args, early_model_args)
     parser = TrlParser((PigArguments, config_class, ModelConfig))
-    parser.set_defaults_with_config(**CPU_DEFAULTS)
+    parser.set_defaults_with_config(**defaults)
     args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    args.algorithm = algorithm
     if not args.user:
         parser.error("--user is required: a user id under --users_dir (e.g. demo) or a path to a user folder.")
     if not model_args.use_peft:
         parser.error("This trainer produces one LoRA adapter per user: keep use_peft true.")
-    slice_size = training_args.per_device_train_batch_size * training_args.steps_per_generation
-    if slice_size % training_args.num_generations:
-        parser.error(
-            f"per_device_train_batch_size * steps_per_generation = {slice_size} is not a multiple of "
-            f"num_generations = "
-            f"{training_args.num_generations}: a group of rewrites would be split across reward calls. Adjust one."
-        )
-    if training_args.reward_weights is not None:
-        parser.error("Set fidelity_weight instead of reward_weights (rewards are [preference, fidelity]).")
-    training_args.reward_weights = [1.0, args.fidelity_weight]
+    if algorithm != "dpo":
+        slice_size = training_args.per_device_train_batch_size * training_args.steps_per_generation
+        if slice_size % training_args.num_generations:
+            parser.error(
+                f"per_device_train_batch_size * steps_per_generation = {slice_size} is not a multiple of "
+                f"num_generations = {training_args.num_generations}: a group of rewrites would be split across "
+                "reward calls. Adjust one."
+            )
+        if training_args.reward_weights is not None:
+            parser.error("Set fidelity_weight instead of reward_weights (rewards are [preference, fidelity]).")
+        training_args.reward_weights = [1.0, args.fidelity_weight]
     run = training_args.run_name or time.strftime(f"{args.algorithm}-%Y%m%d-%H%M%S")
     user_key = Path(args.user).name
     training_args.output_dir = training_args.output_dir.format(runs_dir=args.runs_dir, user=user_key, run=run)
@@ -199,16 +207,19 @@ def build_trainer(args: PigArguments, training_args, model_args):
         )
     )
     embedder = TextEmbedder(args.fidelity_model, device=device)
+    dpo = args.algorithm == "dpo"
     env = PersonalizedEnvironment(
         pig,
         context,
         renderer,
         embedder,
-        num_generations=training_args.num_generations,
+        num_generations=args.dpo_candidates if dpo else training_args.num_generations,
         images_per_prompt=args.images_per_prompt,
         seed=training_args.seed,
         seed_per_step=args.seed_per_step,
-        sample_logger=SampleLogger(out_dir, args.log_images_every, args.log_groups, args.fidelity_weight),
+        sample_logger=None
+        if dpo
+        else SampleLogger(out_dir, args.log_images_every, args.log_groups, args.fidelity_weight),
     )
 
     # 3. The dataset: one conversational prompt per training prompt; `original_prompt` reaches the reward as a kwarg.
@@ -226,16 +237,69 @@ def build_trainer(args: PigArguments, training_args, model_args):
         peft_config = None
     _init_wandb(state, training_args, args, model_args, out_dir)
     trainer_class = getattr(trl, ALGORITHMS[args.algorithm][1])
-    trainer = trainer_class(
-        model=policy,
-        reward_funcs=[env.preference, env.fidelity],
-        args=training_args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    if dpo:  # the paper's route: judged pairs from the starting policy, then DPO on them
+        dataset = _judged_pairs(state, args, training_args, policy, tokenizer, env, prompts, out_dir)
+        trainer = trainer_class(
+            model=policy,
+            args=training_args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    else:
+        trainer = trainer_class(
+            model=policy,
+            reward_funcs=[env.preference, env.fidelity],
+            args=training_args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
 
     return trainer, user
+
+
+def _judged_pairs(state, args, training_args, policy, tokenizer, env, prompts, out_dir: Path):
+    """The DPO dataset: collected by the main process and written to `pairs.jsonl`; the other processes read it."""
+    from datasets import Dataset
+
+    from rl.dpo_pairs import DPO_COLUMNS, PairSettings, collect_pairs, read_pairs, write_pairs
+
+    path = out_dir / "pairs.jsonl"
+    with state.main_process_first():
+        if state.is_main_process:
+            settings = PairSettings(
+                rounds=args.dpo_rounds,
+                candidates=args.dpo_candidates,
+                min_gap=args.dpo_min_gap,
+                max_new_tokens=args.dpo_max_new_tokens,
+                temperature=args.dpo_temperature,
+                seed=training_args.seed,
+            )
+            rows, stats = collect_pairs(policy, tokenizer, env, prompts, args.fidelity_weight, settings)
+            write_pairs(rows, path)
+            print(
+                f"[dpo] {stats['pairs']} pairs from {stats['groups']} judged groups (mean reward gap "
+                f"{stats['mean_gap']:.3f}; {stats['close_groups']} too close, {stats['undecided_groups']} undecided) "
+                f"-> {path}"
+            )
+            _log_summary({f"dpo/{k}": v for k, v in stats.items()})
+        rows = read_pairs(path)
+    if not rows:
+        raise SystemExit(
+            f"error: no judged pair had a reward gap >= dpo_min_gap={args.dpo_min_gap} ({path} is empty). Lower "
+            "--dpo_min_gap, raise --dpo_rounds or --dpo_candidates, or check the judge's statuses."
+        )
+    return Dataset.from_list([{k: row[k] for k in DPO_COLUMNS} for row in rows])
+
+
+def _log_summary(values: dict) -> None:
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.run.summary.update(values)
 
 
 def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -> Path:
@@ -253,7 +317,7 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
             user_id=user.user_id,
             base_model=model_args.model_name_or_path,
             system_prompt=SYSTEM_PROMPT,
-            max_new_tokens=training_args.max_completion_length,
+            max_new_tokens=getattr(training_args, "max_completion_length", None) or args.dpo_max_new_tokens,
             trained_steps=trainer.state.global_step,
             trainer=args.algorithm,
         ).save(adapter_dir)
@@ -275,17 +339,22 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
 def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
     if not state.is_main_process:
         return
-    groups_per_step = training_args.per_device_train_batch_size * state.num_processes // training_args.num_generations
-    completions = groups_per_step * training_args.num_generations
-    images = groups_per_step * (training_args.num_generations + 1) * args.images_per_prompt
-    judge_calls = completions * args.images_per_prompt * (2 if args.judge_both_orders else 1)
+    orders = 2 if args.judge_both_orders else 1
+    if args.algorithm == "dpo":
+        groups, group_size, when = args.dpo_rounds * len(prompts), args.dpo_candidates, "before training"
+    else:
+        group_size = training_args.num_generations
+        groups = training_args.per_device_train_batch_size * state.num_processes // group_size
+        when = "per step"
+    images = groups * (group_size + 1) * args.images_per_prompt
+    judge_calls = groups * group_size * args.images_per_prompt * orders
     print(
-        f"[plan] user={user.user_id} references={len(user.references)} training prompts={len(prompts)}\n"
+        f"[plan] user={user.user_id} references={len(user.references)} training prompts={len(prompts)} "
+        f"algorithm={args.algorithm}\n"
         f"[plan] policy={model_args.model_name_or_path} lora_r={model_args.lora_r} "
         f"renderer={args.renderer_model} judge={args.judge_model} ({args.judge_backend}, {args.judge_mode})\n"
-        f"[plan] per step: {groups_per_step} prompts x {training_args.num_generations} rewrites, {images} images "
-        f"rendered, {judge_calls} judge calls; max_steps={training_args.max_steps}; "
-        f"reward = preference + {args.fidelity_weight} * fidelity\n"
+        f"[plan] {when}: {groups} prompts x {group_size} rewrites, {images} images rendered, {judge_calls} judge "
+        f"calls; max_steps={training_args.max_steps}; reward = preference + {args.fidelity_weight} * fidelity\n"
         f"[plan] output_dir={training_args.output_dir} (W&B mode: {os.environ.get('WANDB_MODE')})"
     )
 
@@ -313,6 +382,8 @@ def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None
         ("reward", "reward"),
         ("rewards/preference/mean", "preference"),
         ("rewards/fidelity/mean", "fidelity"),
+        ("rewards/margins", "DPO reward margin"),
+        ("rewards/accuracies", "DPO chosen-over-rejected rate"),
     ):
         values = [h[key] for h in history if h.get(key) is not None]
         k = max(1, len(values) // 4)

@@ -88,6 +88,35 @@ def test_rloo_step_moves_lora_and_records_the_algorithm(tiny_models, tmp_path, m
     assert AdapterInfo.load(adapter).trainer == "rloo"
 
 
+def test_dpo_route_judges_pairs_then_moves_lora(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from trl import DPOConfig, DPOTrainer
+
+    from policies.rewriter import AdapterInfo
+    from rl.dpo_pairs import read_pairs
+    from rl.train_policy import build_trainer, parse_args, save_adapter
+
+    # Score mode: the random tiny judge's CoT text rarely parses, its P(Image 1) always gives a decided preference.
+    extra = ["--algorithm", "dpo", "--dpo_rounds", "2", "--dpo_min_gap", "0", "--dpo_max_new_tokens", "8"]
+    extra += ["--judge_mode", "score"]
+    argv = _tiny_argv(tiny_models, tmp_path, *extra, "--max_steps", "1", "--learning_rate", "1e-2")
+    i = argv.index("--max_completion_length")  # a GRPO/RLOO key: DPOConfig rejects it like any unknown flag
+    argv = argv[:i] + argv[i + 2 :]
+    args, training_args, model_args = parse_args([*argv, "--report_to", "none"])
+    assert isinstance(training_args, DPOConfig) and training_args.beta == 0.1  # not GRPO's beta 0
+    trainer, user = build_trainer(args, training_args, model_args)
+    assert isinstance(trainer, DPOTrainer)
+    pairs = read_pairs(f"{training_args.output_dir}/pairs.jsonl")
+    assert pairs and len(pairs) <= 2 * len(user.training_prompts)
+    for row in pairs:
+        assert row["chosen_score"] >= row["rejected_score"] and row["original"] in user.training_prompts
+        assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    trainer.train()
+    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters() if n in before)
+    assert AdapterInfo.load(save_adapter(trainer, user, args, training_args, model_args)).trainer == "dpo"
+
+
 def test_algorithm_comes_from_the_flag_or_the_yaml_and_is_checked(tmp_path):
     from trl import GRPOConfig, RLOOConfig
 
@@ -99,7 +128,7 @@ def test_algorithm_comes_from_the_flag_or_the_yaml_and_is_checked(tmp_path):
     assert isinstance(parse_args([*common, "--config", str(config)], check_models=False)[1], RLOOConfig)
     flag_wins = parse_args([*common, "--config", str(config), "--algorithm", "grpo"], check_models=False)
     assert isinstance(flag_wins[1], GRPOConfig) and flag_wins[1].max_steps == 3
-    with pytest.raises(SystemExit, match="--algorithm must be one of grpo, rloo, got 'ppo'"):
+    with pytest.raises(SystemExit, match="--algorithm must be one of grpo, rloo, dpo, got 'ppo'"):
         parse_args([*common, "--algorithm", "ppo"], check_models=False)
 
 
