@@ -4,6 +4,7 @@ pig context --user demo                          build or show a user's PIGRewar
 pig judge --user demo --prompt P A.png B.png     judge two images for a user (both orders)
 pig rewrite --user demo "a sun"                  rewrite prompts with the user's trained adapter
 pig train --user demo [...]                      accelerate launch rl/train_policy.py --user demo [...], in-process
+pig evaluate --user demo                         the user's adapter vs the base policy, judged for the user
 pig bench --dataset users --out runs/bench/x     accuracy table of PIGReward and the baselines (PIGBench-style)
 pig import pickapic|pigbench|folder ...          convert a preference dataset to the per-user folder format
 """
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         "judge": cmd_judge,
         "rewrite": cmd_rewrite,
         "train": _train,
+        "evaluate": _evaluate,
         "bench": cmd_bench,
         "import": cmd_import,
     }
@@ -40,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         raise
+
+
+def _evaluate(argv: list[str]) -> int:
+    from rl.evaluate_policy import main as evaluate
+
+    return evaluate(argv)
 
 
 def _train(argv: list[str]) -> int:

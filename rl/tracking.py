@@ -30,7 +30,8 @@ def image_grid(rows: list[list[Image.Image]], labels: list[str] | None = None, c
                     line = ""
                 line += w + " "
             lines.append(line)
-            draw.multiline_text((4, r * cell + 4), "\n".join(lines[:8]), fill="black")
+            max_lines = max(1, (cell - 8) // 15)  # the default font's line pitch: never spill into the next row
+            draw.multiline_text((4, r * cell + 4), "\n".join(lines[:max_lines]), fill="black")
     return grid
 
 

@@ -108,14 +108,14 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
     return args, training_args, model_args
 
 
-def check_configured_models(args: PigArguments, model_args) -> None:
+def check_configured_models(args: PigArguments, model_args=None) -> None:
     """Fail fast, naming every configured model that is neither a local folder, cached, nor reachable."""
     from reward.hub import check_models
 
     local_judge = args.judge_backend == "transformers"  # a served judge is the server's business
     check_models(
         {
-            "policy": model_args.model_name_or_path,
+            "policy": model_args.model_name_or_path if model_args is not None else "",
             "renderer": args.renderer_model,
             "judge": args.judge_model if local_judge else "",
             "reasoner": (args.reasoner_model or args.judge_model) if local_judge else "",
@@ -143,12 +143,8 @@ def build_trainer(args: PigArguments, training_args, model_args):
     from trl import get_peft_config
 
     from policies.rewriter import build_chat
-    from reward.backends import GenerationSettings
-    from reward.pigreward import JudgeSettings, PIGReward
-    from reward.similarity import TextEmbedder
     from reward.users import load_user
     from rl.environment import PersonalizedEnvironment
-    from rl.render import Renderer, RenderSettings
     from rl.tracking import SampleLogger
 
     state = PartialState()
@@ -162,51 +158,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
     _print_plan(state, args, training_args, model_args, user, prompts)
 
     # 2. The reward: PIGReward (context built once, cached), the renderer, the fidelity embedder.
-    pig = PIGReward.from_names(
-        judge=args.judge_model,
-        reasoner=args.reasoner_model,
-        backend=args.judge_backend,
-        backend_kwargs=dict(
-            device=args.judge_device if args.judge_device != "auto" else device,
-            dtype=args.judge_dtype,
-            batch_size=args.judge_batch_size,
-            max_pixels=args.judge_max_pixels,
-        )
-        if args.judge_backend == "transformers"
-        else dict(
-            base_url=args.judge_base_url, api_key_env=args.judge_api_key_env, concurrency=args.judge_concurrency
-        ),
-        settings=JudgeSettings(
-            mode=args.judge_mode,
-            both_orders=args.judge_both_orders,
-            strict=args.judge_strict,
-            generation=GenerationSettings(
-                max_new_tokens=args.judge_max_new_tokens,
-                repetition_penalty=args.judge_repetition_penalty,
-                stop_after_verdict=True,
-            ),
-        ),
-        cache_dir=args.runs_dir,
-    )
-    with state.main_process_first():  # the main process builds the context; the others then read its cache
-        context = pig.build_context(user, rebuild=args.rebuild_context and state.is_main_process)
-    if state.is_main_process:
-        print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id}):")
-        for r in context.rationales:
-            print(f"  {r.reference_index}. {r.text}")
-    renderer = Renderer(
-        RenderSettings(
-            model=args.renderer_model,
-            device=args.render_device if args.render_device != "auto" else device,
-            dtype=args.render_dtype,
-            num_inference_steps=args.render_steps,
-            guidance_scale=args.guidance_scale,
-            height=args.image_size,
-            width=args.image_size,
-            batch_size=args.render_batch_size,
-        )
-    )
-    embedder = TextEmbedder(args.fidelity_model, device=device)
+    pig, context, renderer, embedder = build_reward_stack(args, user, device, state)
     dpo = args.algorithm == "dpo"
     env = PersonalizedEnvironment(
         pig,
@@ -300,6 +252,64 @@ def _log_summary(values: dict) -> None:
         return
     if wandb.run is not None:
         wandb.run.summary.update(values)
+
+
+def build_reward_stack(args: PigArguments, user, device: str, state):
+    """PIGReward (the user's context built once, cached), the renderer and the fidelity embedder, from `args`.
+
+    Returns (pig, context, renderer, embedder); shared by training and `rl/evaluate_policy.py`.
+    """
+    from reward.backends import GenerationSettings
+    from reward.pigreward import JudgeSettings, PIGReward
+    from reward.similarity import TextEmbedder
+    from rl.render import Renderer, RenderSettings
+
+    pig = PIGReward.from_names(
+        judge=args.judge_model,
+        reasoner=args.reasoner_model,
+        backend=args.judge_backend,
+        backend_kwargs=dict(
+            device=args.judge_device if args.judge_device != "auto" else device,
+            dtype=args.judge_dtype,
+            batch_size=args.judge_batch_size,
+            max_pixels=args.judge_max_pixels,
+        )
+        if args.judge_backend == "transformers"
+        else dict(
+            base_url=args.judge_base_url, api_key_env=args.judge_api_key_env, concurrency=args.judge_concurrency
+        ),
+        settings=JudgeSettings(
+            mode=args.judge_mode,
+            both_orders=args.judge_both_orders,
+            strict=args.judge_strict,
+            generation=GenerationSettings(
+                max_new_tokens=args.judge_max_new_tokens,
+                repetition_penalty=args.judge_repetition_penalty,
+                stop_after_verdict=True,
+            ),
+        ),
+        cache_dir=args.runs_dir,
+    )
+    with state.main_process_first():  # the main process builds the context; the others then read its cache
+        context = pig.build_context(user, rebuild=args.rebuild_context and state.is_main_process)
+    if state.is_main_process:
+        print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id}):")
+        for r in context.rationales:
+            print(f"  {r.reference_index}. {r.text}")
+    renderer = Renderer(
+        RenderSettings(
+            model=args.renderer_model,
+            device=args.render_device if args.render_device != "auto" else device,
+            dtype=args.render_dtype,
+            num_inference_steps=args.render_steps,
+            guidance_scale=args.guidance_scale,
+            height=args.image_size,
+            width=args.image_size,
+            batch_size=args.render_batch_size,
+        )
+    )
+    embedder = TextEmbedder(args.fidelity_model, device=device)
+    return pig, context, renderer, embedder
 
 
 def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -> Path:
