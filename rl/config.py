@@ -167,7 +167,7 @@ CPU_DEFAULTS = dict(
     max_completion_length=40,
     temperature=1.0,
     beta=0.0,
-    max_steps=24,
+    max_steps=20,
     logging_steps=1,
     save_strategy="no",
     report_to=["wandb"],
@@ -177,4 +177,4 @@ CPU_DEFAULTS = dict(
 
 # `algorithm: dpo` reads TRL's DPOConfig: the keys above that DPOConfig lacks (num_generations, temperature, ...) are
 # not used, and these replace GRPO's values (beta 0 would make the DPO loss constant).
-DPO_DEFAULTS = dict(beta=0.1, per_device_train_batch_size=4, max_length=512, max_steps=24)
+DPO_DEFAULTS = dict(beta=0.1, per_device_train_batch_size=4, max_length=512, max_steps=16)
