@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_json(path: str | Path, data: object) -> None:
-    """Write JSON so that a reader sees either the old file or the whole new one, never a torn write.
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text so that a reader sees either the old file or the whole new one, never a torn write.
 
     Two processes writing the same path at once (two runs for one user) each replace it whole; the last one wins.
     """
@@ -18,8 +18,7 @@ def atomic_write_json(path: str | Path, data: object) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; these files are meant to be read
@@ -27,3 +26,8 @@ def atomic_write_json(path: str | Path, data: object) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: str | Path, data: object) -> None:
+    """`atomic_write_text` of `data` as indented JSON."""
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from policies.rewriter import build_chat, extract_rewrite
+from reward.files import atomic_write_text
 
 
 @dataclass
@@ -122,11 +123,7 @@ def collect_pairs(
 
 def write_pairs(rows: list[dict], path: str | Path) -> None:
     """One JSON object per line (atomically: a crash leaves the previous file, or none)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_pairs(path: str | Path) -> list[dict]:

@@ -1,10 +1,11 @@
 """Train one user's prompt-rewriting policy (a LoRA adapter) against that user's PIGReward verdicts with TRL GRPO
-(or RLOO).
+(or RLOO, or the paper's DPO route on judged pairs).
 
     accelerate launch rl/train_policy.py --user demo                          # offline CPU demo (embedded config)
     accelerate launch rl/train_policy.py --config configs/gpu.yaml --user U   # real checkpoints on GPUs
     accelerate launch rl/train_policy.py --user demo --max_steps 2 --learning_rate 5e-5   # CLI overrides
     accelerate launch rl/train_policy.py --user demo --algorithm rloo        # TRL's RLOOTrainer instead
+    accelerate launch rl/train_policy.py --user demo --algorithm dpo         # judged pairs, then TRL's DPOTrainer
 
 Reads top to bottom: parse -> load user -> build reward -> build dataset -> build trainer -> train -> save adapter.
 """
@@ -51,14 +52,14 @@ def algorithm_of(argv: list[str]) -> str:
                 algorithm = (yaml.safe_load(f) or {}).get("algorithm")
         except (OSError, yaml.YAMLError, AttributeError):
             algorithm = None  # the full parse reports a missing or malformed config file with its own message
-    algorithm = algorithm or CPU_DEFAULTS.get("algorithm", "grpo")
+    algorithm = algorithm or "grpo"
     if algorithm not in ALGORITHMS:
         raise SystemExit(f"error: --algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
     return algorithm
 
 
 def parse_args(argv: list[str] | None = None, check_models: bool = True):
-    """Embedded CPU defaults < --config YAML < CLI flags. Returns (PigArguments, GRPOConfig | RLOOConfig, ModelConfig).
+    """Embedded CPU defaults < --config YAML < CLI flags. Returns (PigArguments, trainer config, ModelConfig).
 
     With `check_models`, every configured model is checked (local folder, cache or reachable Hub) before the trainer
     config is built, so a missing model is the first error, not a bf16 complaint on a machine without a GPU.
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def build_trainer(args: PigArguments, training_args, model_args):
-    """Steps 1-4: load the user, build the reward, the dataset and the GRPO/RLOO trainer. Returns (trainer, user)."""
+    """Steps 1-4: load the user, build the reward, the dataset and the trainer. Returns (trainer, user)."""
     import torch
     import trl
     from accelerate import PartialState
@@ -179,7 +180,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
         [{"prompt": build_chat(p), "original_prompt": p, "user_id": user.user_id} for p in prompts]
     )
 
-    # 4. The trainer: the policy with a fresh LoRA (or the adapter to continue from), TRL's GRPO or RLOO as it is.
+    # 4. The trainer: the policy with a fresh LoRA (or the adapter to continue from), TRL's trainer as it is.
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
@@ -188,25 +189,18 @@ def build_trainer(args: PigArguments, training_args, model_args):
         policy = PeftModel.from_pretrained(policy, args.init_adapter, is_trainable=True)
         peft_config = None
     _init_wandb(state, training_args, args, model_args, out_dir)
-    trainer_class = getattr(trl, ALGORITHMS[args.algorithm][1])
     if dpo:  # the paper's route: judged pairs from the starting policy, then DPO on them
-        dataset = _judged_pairs(state, args, training_args, policy, tokenizer, env, prompts, out_dir)
-        trainer = trainer_class(
-            model=policy,
-            args=training_args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
-    else:
-        trainer = trainer_class(
-            model=policy,
-            reward_funcs=[env.preference, env.fidelity],
-            args=training_args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-        )
+        dataset, rewards = _judged_pairs(state, args, training_args, policy, tokenizer, env, prompts, out_dir), {}
+    else:  # on-policy: TRL calls the environment's reward functions on every batch of rewrites
+        rewards = {"reward_funcs": [env.preference, env.fidelity]}
+    trainer = getattr(trl, ALGORITHMS[args.algorithm][1])(
+        model=policy,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        **rewards,
+    )
 
     return trainer, user
 
