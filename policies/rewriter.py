@@ -100,6 +100,56 @@ def latest_adapter(user_id: str, runs_dir: str | Path = "runs") -> Path:
     return folder
 
 
+def generate_completions(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int = 0,
+    n: int = 1,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    system_prompt: str = SYSTEM_PROMPT,
+    few_shot=FEW_SHOT,
+) -> list[str]:
+    """The policy's raw answers to `build_chat(prompt)`: `n` per prompt, grouped by prompt; greedy when `temperature`
+    is 0, else sampled with `seed` (the global RNG is left alone). Shared by serving and DPO pair collection."""
+    import torch
+
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+    texts = [
+        tokenizer.apply_chat_template(
+            build_chat(p, system_prompt, few_shot), tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
+    ]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation appends on the right
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    sampling = (
+        dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+        if temperature
+        else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    )
+    with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            **sampling,
+        )
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
 class PromptRewriter:
     """A base causal LM plus a user's LoRA adapter, rewriting prompts (greedy by default).
 
@@ -130,7 +180,7 @@ class PromptRewriter:
 
             model = PeftModel.from_pretrained(model, str(adapter))
         self.model = model.to(device).eval()
-        self.device, self._torch = device, torch
+        self.device = device
         self.system_prompt = self.info.system_prompt if self.info else SYSTEM_PROMPT
         self.few_shot = [tuple(pair) for pair in self.info.few_shot] if self.info else FEW_SHOT
         self.max_new_tokens = self.info.max_new_tokens if self.info else 48
@@ -144,29 +194,16 @@ class PromptRewriter:
         no_repeat_ngram_size: int = 3,
     ) -> list[str]:
         """One rewrite per prompt: greedy when `temperature` is 0, else sampled (seeded, reproducible)."""
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
-        texts = [
-            self.tokenizer.apply_chat_template(
-                build_chat(p, self.system_prompt, self.few_shot), tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts
-        ]
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        sampling = (
-            dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-            if temperature
-            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        answers = generate_completions(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=self.max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            system_prompt=self.system_prompt,
+            few_shot=self.few_shot,
         )
-        with self._torch.inference_mode(), self._torch.random.fork_rng(devices=[]):
-            self._torch.manual_seed(seed)
-            out = self.model.generate(
-                **batch,
-                max_new_tokens=self.max_new_tokens,
-                repetition_penalty=repetition_penalty,
-                no_repeat_ngram_size=no_repeat_ngram_size,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-                **sampling,
-            )
-        answers = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         return [extract_rewrite(a) for a in answers]

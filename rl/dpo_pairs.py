@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from policies.rewriter import build_chat, extract_rewrite
+from policies.rewriter import build_chat, extract_rewrite, generate_completions
 from reward.files import atomic_write_text
 
 
@@ -38,32 +38,6 @@ class PairSettings:
     seed: int = 0
 
 
-def sample_rewrites(policy, tokenizer, prompts: list[str], n: int, settings: PairSettings, seed: int) -> list[str]:
-    """`n` sampled completions per prompt (grouped: prompt 0's n, then prompt 1's...), raw text."""
-    import torch
-
-    texts = [tokenizer.apply_chat_template(build_chat(p), tokenize=False, add_generation_prompt=True) for p in prompts]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(policy.device)
-    finally:
-        tokenizer.padding_side = side
-    with torch.inference_mode(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        out = policy.generate(
-            **batch,
-            do_sample=True,
-            temperature=settings.temperature,
-            top_p=1.0,
-            top_k=0,
-            max_new_tokens=settings.max_new_tokens,
-            num_return_sequences=n,
-            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-        )
-    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-
-
 def collect_pairs(
     policy, tokenizer, env, prompts: list[str], fidelity_weight: float, settings: PairSettings, progress: bool = True
 ) -> tuple[list[dict], dict]:
@@ -82,7 +56,15 @@ def collect_pairs(
     for r in range(settings.rounds):
         for b, chunk in enumerate(batches):
             seed = settings.seed + 1000 * r + b
-            completions = sample_rewrites(policy, tokenizer, chunk, settings.candidates, settings, seed)
+            completions = generate_completions(
+                policy,
+                tokenizer,
+                chunk,
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                seed=seed,
+                n=settings.candidates,
+            )
             originals = [p for p in chunk for _ in range(settings.candidates)]
             rewrites = [extract_rewrite(c) for c in completions]
             result = env.compute(originals, rewrites, step=seed)
