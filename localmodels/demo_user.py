@@ -5,7 +5,12 @@ has a hidden taste (`oracle.SyntheticUser`: a preferred pole on one to three of 
 and held-out pairs are choices that taste clearly makes.
 
     python -m localmodels.demo_user --out users/demo                      # the demo user (warm, sparse)
+    python -m localmodels.demo_user --shipped                             # every user shipped in users/
+    python -m localmodels.demo_user --out users/U --taste palette=cool:1.0,light=dark:0.8 --seed 3   # a new one
     python -m localmodels.demo_user --toy_users 24 --out runs/data/toy    # a dataset for `pig bench`
+
+A sandbox user's `user.json` records its hidden taste under `sandbox` (see `reward/users.py`): only the ground-truth
+evaluation reads it; PIGReward learns the user from the references alone.
 """
 
 from __future__ import annotations
@@ -19,6 +24,21 @@ import numpy as np
 from localmodels import oracle
 
 DEMO_TASTE = oracle.SyntheticUser({"palette": "warm", "layout": "sparse"}, {"palette": 1.0, "layout": 0.8})
+# The users shipped in users/: different hidden tastes, one opposite to the warm lean of small chat models' prompts
+# (nightowl), one on the axes the demo user ignores (crowd). id -> (taste, seed of its references, description).
+SHIPPED_USERS: dict[str, tuple[oracle.SyntheticUser, int, str]] = {
+    "demo": (DEMO_TASTE, 7, "prefers warm colours and sparse compositions"),
+    "nightowl": (
+        oracle.SyntheticUser({"palette": "cool", "light": "dark"}, {"palette": 1.0, "light": 0.8}),
+        11,
+        "prefers cool colours and dark, night-like light",
+    ),
+    "crowd": (
+        oracle.SyntheticUser({"layout": "busy", "light": "bright"}, {"layout": 1.0, "light": 0.8}),
+        13,
+        "prefers busy, crowded compositions in bright light",
+    ),
+}
 TRAINING_PROMPTS = [
     "a sun",
     "a house",
@@ -81,23 +101,45 @@ def write_user(
     data = {"user_id": user_id, "description": description, "references": references, "heldout": heldout}
     if prompts:
         data["prompts"] = prompts
+    data["sandbox"] = {"prefs": dict(taste.prefs), "weights": dict(taste.weights)}
     (out / "user.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return data
 
 
-def write_demo_user(out: str | Path, n_references: int = 8, n_heldout: int = 8, size: int = 64, seed: int = 7) -> Path:
-    write_user(
-        out,
-        "demo",
-        DEMO_TASTE,
-        np.random.default_rng(seed),
-        n_references,
-        n_heldout,
-        size,
-        description="Synthetic demo user (localmodels/demo_user.py): prefers warm colours and sparse compositions.",
-        prompts=TRAINING_PROMPTS,
-    )
+def write_sandbox_user(
+    out: str | Path,
+    user_id: str,
+    taste: oracle.SyntheticUser,
+    seed: int,
+    description: str = "",
+    n_references: int = 8,
+    n_heldout: int = 8,
+    size: int = 64,
+) -> Path:
+    """A sandbox user who trains on `TRAINING_PROMPTS`, with references drawn for `taste` (deterministic in `seed`)."""
+    text = f"Synthetic sandbox user (localmodels/demo_user.py): {description or taste_description(taste)}."
+    write_user(out, user_id, taste, np.random.default_rng(seed), n_references, n_heldout, size, text, TRAINING_PROMPTS)
     return Path(out)
+
+
+def write_demo_user(out: str | Path, n_references: int = 8, n_heldout: int = 8, size: int = 64, seed: int = 7) -> Path:
+    return write_sandbox_user(out, "demo", DEMO_TASTE, seed, SHIPPED_USERS["demo"][2], n_references, n_heldout, size)
+
+
+def parse_taste_spec(spec: str) -> oracle.SyntheticUser:
+    """`"palette=cool:1.0,light=dark:0.8"` -> a taste (weight defaults to 1.0); errors name the fix."""
+    from rl.ground_truth import parse_taste
+
+    prefs, weights = {}, {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        axis, _, rest = item.partition("=")
+        pole, _, weight = rest.partition(":")
+        try:
+            weights[axis.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"--taste {spec!r}: weight {weight!r} of {axis} is not a number.") from None
+        prefs[axis.strip()] = pole.strip()
+    return parse_taste({"prefs": prefs, "weights": weights}, where=f"--taste {spec!r}")
 
 
 def taste_description(taste: oracle.SyntheticUser) -> str:
@@ -140,10 +182,22 @@ def write_toy_dataset(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="users/demo")
+    parser.add_argument("--shipped", action="store_true", help="Rewrite every user shipped in users/.")
+    parser.add_argument("--taste", help="A new sandbox user's taste, e.g. palette=cool:1.0,light=dark:0.8.")
+    parser.add_argument("--user_id", help="Id of the new sandbox user (default: the --out folder's name).")
     parser.add_argument("--toy_users", type=int, default=0, help="Write a dataset of N toy users instead of the demo.")
     parser.add_argument("--seed", type=int, default=1000, help="Seed of the toy dataset.")
     args = parser.parse_args()
     if args.toy_users:
         print(write_toy_dataset(args.out, n_users=args.toy_users, seed=args.seed))
+    elif args.shipped:
+        for user_id, (taste, seed, description) in SHIPPED_USERS.items():
+            print(write_sandbox_user(Path("users") / user_id, user_id, taste, seed, description))
+    elif args.taste:
+        try:
+            taste = parse_taste_spec(args.taste)
+        except ValueError as err:
+            parser.error(str(err))
+        print(write_sandbox_user(args.out, args.user_id or Path(args.out).name, taste, args.seed))
     else:
         print(write_demo_user(args.out))

@@ -38,14 +38,17 @@ import numpy as np
 from localmodels.world import (
     AXES,
     AXIS_ATTRIBUTES,
+    FILLER_PHRASES,
     STYLE_WORDS,
     SUBJECTS,
     Scene,
     caption,
     draw_scene,
     image_attributes,
+    rich_caption,
     sample_scene,
     separation_auc,
+    style_phrase,
 )
 
 if TYPE_CHECKING:
@@ -199,7 +202,7 @@ def build_tiny_pipeline(
     text_layers: int = 2,
     unet_channels: tuple[int, ...] = (32, 64, 64),
     vae_channels: tuple[int, ...] = (16, 32, 64),
-    model_max_length: int = 32,
+    model_max_length: int = 77,
     text_time_embedding: bool = True,
     prediction_type: str = "v_prediction",
     tokenizer: str = "clip",
@@ -223,7 +226,8 @@ def build_tiny_pipeline(
             (8 x 8, 4 x 4, 2 x 2 latents); each must be a multiple of 16 (group norm).
         vae_channels (`tuple[int, ...]`, *optional*, defaults to `(16, 32, 64)`): Channels of the autoencoder's
             levels (32, 16, 8 pixels); each a multiple of 8.
-        model_max_length (`int`, *optional*, defaults to 32): Tokens per prompt (padded / truncated).
+        model_max_length (`int`, *optional*, defaults to 77): Tokens per prompt (padded / truncated): CLIP's and
+            Stable Diffusion's window, so policy rewrites of real length fit as they would in a real renderer.
         text_time_embedding (`bool`, *optional*, defaults to `True`): Also condition the UNet on a pooled text
             embedding added to its timestep embedding (`addition_embed_type="text"`).
         prediction_type (`str`, *optional*, defaults to `"v_prediction"`): What the UNet predicts, written into the
@@ -479,6 +483,8 @@ def train_denoiser(
     learning_rate: float = 1e-3,
     p_style: float = 0.7,
     cfg_dropout: float = 0.1,
+    p_rich: float = 0.65,
+    short_fraction: float = 0.4,
     train_text_encoder: bool = True,
     text_encoder_lr_scale: float = 0.1,
     seed: int = 0,
@@ -505,6 +511,14 @@ def train_denoiser(
         p_style (`float`, *optional*, defaults to 0.7): Probability that a caption names each axis's pole (higher
             than `caption`'s default: more captions carry a signal, and 30% still leave each axis to chance).
         cfg_dropout (`float`, *optional*, defaults to 0.1): Probability of the empty prompt.
+        p_rich (`float`, *optional*, defaults to 0.65): Probability that a caption is a prompt of real length
+            (`world.rich_caption`: style cues anywhere among boilerplate phrases and random vocabulary words) rather
+            than a short toy caption. Trained on short captions alone, the renderer read a style word only in the
+            first few positions and drew policy prose as the same unstyled blob (issue 8). The first
+            `short_fraction` of the steps use short captions only, then `p_rich` ramps up over the next tenth: with
+            rich captions from the start, palette and light were learned but layout was not at all (AUC 0.47 after
+            4000 steps, measured here); learned first on short captions, the layout words keep their meaning.
+        short_fraction (`float`, *optional*, defaults to 0.4): Share of the steps trained on short captions only.
         train_text_encoder (`bool`, *optional*, defaults to `True`): Also train the text encoder.
         text_encoder_lr_scale (`float`, *optional*, defaults to 0.1): Its learning rate, relative to the UNet's.
             At the full rate the text encoder spent its output (fixed in norm by its final LayerNorm) on the words
@@ -528,6 +542,7 @@ def train_denoiser(
         raise ValueError(f"Unsupported prediction_type {prediction_type!r}; use 'epsilon' or 'v_prediction'.")
     generator = torch.Generator().manual_seed(seed)
     caption_rng = np.random.default_rng(seed)
+    distractors = distractor_words(tokenizer)
     params = list(unet.parameters())
     # fused=True: one kernel for the whole update, 2.5 ms instead of 12 ms a step on CPU (measured here).
     optimizers = [torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0, fused=True)]
@@ -543,11 +558,15 @@ def train_denoiser(
         optimizers[-1].param_groups[0]["lr_scale"] = text_encoder_lr_scale
     text_encoder.train(train_text_encoder).requires_grad_(train_text_encoder)
 
+    step_count = [0]
+
     def step_fn() -> float:
         index = torch.randint(0, len(latents), (batch_size,), generator=generator)
+        progress_done = step_count[0] / steps
+        rich = p_rich * min(1.0, max(0.0, (progress_done - short_fraction) / 0.1))
+        step_count[0] += 1
         texts = [
-            "" if caption_rng.random() < cfg_dropout else caption(scenes[i], caption_rng, p_style)
-            for i in index.tolist()
+            _training_caption(scenes[i], caption_rng, p_style, cfg_dropout, rich, distractors) for i in index.tolist()
         ]
         input_ids = tokenizer(
             texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
@@ -585,15 +604,39 @@ def train_denoiser(
     return report
 
 
+def distractor_words(tokenizer) -> list[str]:
+    """Whole words of the tokenizer's vocabulary that name no style pole and no subject: noise to learn to ignore.
+
+    A real text-to-image model has seen every word and learned which ones matter; ours sees these random words mixed
+    into its captions so that a word it has no use for changes nothing. Empty for a byte-level tokenizer.
+    """
+    banned = {w for words in STYLE_WORDS.values() for w in words} | set(SUBJECTS)
+    banned |= {s + "s" for s in SUBJECTS} | {s + "es" for s in SUBJECTS}
+    words = []
+    for token in tokenizer.get_vocab():
+        word = token[:-4] if token.endswith("</w>") else None
+        if word and word.isascii() and word.isalpha() and 3 <= len(word) <= 10 and word not in banned:
+            words.append(word)
+    return sorted(words)
+
+
+def _training_caption(scene, rng, p_style: float, cfg_dropout: float, p_rich: float, distractors: list[str]) -> str:
+    if rng.random() < cfg_dropout:
+        return ""
+    if rng.random() < p_rich:
+        return rich_caption(scene, rng, p_style, distractors=distractors)
+    return caption(scene, rng, p_style)
+
+
 def train_renderer(
     out_dir: str | os.PathLike,
     *,
     seed: int = 0,
-    max_minutes: float = 8.0,
+    max_minutes: float | None = None,
     progress: bool = True,
     num_scenes: int = 12_000,
     vae_steps: int = 700,
-    unet_steps: int = 3000,
+    unet_steps: int = 4000,
     unet_learning_rate: float = 1e-3,
     vae_fraction: float = 0.25,
     num_threads: int | None = 1,
@@ -606,21 +649,20 @@ def train_renderer(
     and text encoder (`train_denoiser`); save. The model is saved into a temporary folder beside `out_dir` and
     renamed into place at the end, so an interrupted run leaves no half-written model at `out_dir`.
 
-    Determinism and time: the run is a function of `seed` (scenes, captions, data order, noise, initialisation) as
-    long as each phase finishes its steps within its share of `max_minutes`; the defaults took 7.8 minutes on an
-    idle 2-core machine here (one thread). On a slower or loaded machine a phase switches to wall-time progress
-    and stops on time with fewer steps (reported as `*_time_limited`), so the budget holds but the result is no
-    longer bit-exact; pass a larger `max_minutes` there to keep it exact.
+    Determinism and time: by default (`max_minutes=None`) the run is defined by its steps and seeds alone, so every
+    machine builds the same model (one thread keeps the floating-point results identical too). With a
+    `max_minutes` budget, a phase that falls behind switches to wall-time progress and stops on time with fewer
+    steps (reported as `*_time_limited`); such a model depends on the machine's speed.
 
     Args:
         out_dir (`str` or `os.PathLike`): Folder for the pipeline (`model_index.json`, `unet/`, `vae/`, ...).
         seed (`int`, *optional*, defaults to 0): Seed of everything random.
-        max_minutes (`float`, *optional*, defaults to 8.0): Wall-clock budget of the whole training, in minutes.
+        max_minutes (`float`, *optional*): Wall-clock budget of the whole training, in minutes (`None`: no cap).
         progress (`bool`, *optional*, defaults to `True`): Show tqdm progress bars.
         num_scenes (`int`, *optional*, defaults to 12000): Distinct scenes drawn for training (each gets a fresh
             caption every time it is used).
         vae_steps (`int`, *optional*, defaults to 700): Autoencoder steps (batch 16).
-        unet_steps (`int`, *optional*, defaults to 3000): UNet + text-encoder steps (batch 32).
+        unet_steps (`int`, *optional*, defaults to 4000): UNet + text-encoder steps (batch 32).
         unet_learning_rate (`float`, *optional*, defaults to 1e-3): Peak learning rate of the UNet (the text
             encoder's is a tenth of it, see `train_denoiser`).
         vae_fraction (`float`, *optional*, defaults to 0.25): Share of the training time budget the autoencoder may
@@ -642,7 +684,7 @@ def train_renderer(
         raise FileExistsError(f"{out_dir} already exists; pass overwrite=True (--overwrite) to replace it.")
     if not 0.0 < vae_fraction < 1.0:
         raise ValueError(f"vae_fraction must be in (0, 1), got {vae_fraction}.")
-    if max_minutes <= 0:
+    if max_minutes is not None and max_minutes <= 0:
         raise ValueError(f"max_minutes must be positive, got {max_minutes}.")
     with _torch_threads(num_threads):
         return _train_and_save(
@@ -677,7 +719,7 @@ def _train_and_save(
     out_dir: Path,
     *,
     seed: int,
-    max_minutes: float,
+    max_minutes: float | None,
     progress: bool,
     num_scenes: int,
     vae_steps: int,
@@ -701,7 +743,8 @@ def _train_and_save(
     report["data_seconds"] = round(time.perf_counter() - t0, 1)
 
     save_reserve_s = 10.0  # encoding the scenes and saving
-    remaining = 60.0 * max_minutes - (time.perf_counter() - t0) - save_reserve_s
+    budget_s = math.inf if max_minutes is None else 60.0 * max_minutes
+    remaining = budget_s - (time.perf_counter() - t0) - save_reserve_s
     generator = torch.Generator().manual_seed(seed)
     report.update(
         train_autoencoder(
@@ -715,7 +758,7 @@ def _train_and_save(
     )
     latents = encode_images(pipe.vae, images)
     del images
-    remaining = 60.0 * max_minutes - (time.perf_counter() - t0) - save_reserve_s
+    remaining = budget_s - (time.perf_counter() - t0) - save_reserve_s
     report.update(
         train_denoiser(
             pipe,
@@ -818,6 +861,35 @@ def pole_prompts(axis: str, pole: str, n: int) -> list[str]:
     return prompts
 
 
+def prose_pole_prompts(axis: str, pole: str, n: int, seed: int = 0, late: bool = False) -> list[str]:
+    """`n` prompts of real length that name only `pole` of `axis`, inside boilerplate and random-looking words.
+
+    With `late`, the cue comes after at least 20 words of boilerplate (past the window of a renderer trained on
+    short captions); otherwise it stands anywhere. The subject always comes first.
+    """
+    rng = np.random.default_rng(seed)
+    words = ["glimmering", "harbour", "ceramic", "orchestra", "whisper", "velvet", "granite", "meadow", "lantern"]
+    prompts = []
+    subjects = list(SUBJECTS)
+    for i in range(n):
+        subject = subjects[(i * 5) % len(subjects)]
+        cue = style_phrase(axis, pole, subject, rng)
+        fill = [FILLER_PHRASES[int(j)] for j in rng.choice(len(FILLER_PHRASES), size=10, replace=False)]
+        fill += [words[int(j)] for j in rng.choice(len(words), size=3, replace=False)]
+        fill = [fill[j] for j in rng.permutation(len(fill))]
+        if late:
+            head, count = [], 0
+            while count < 20 and fill:
+                head.append(fill.pop())
+                count += len(head[-1].split())
+            parts = [*head, cue, *fill[:2]]
+        else:
+            parts = fill[:6]
+            parts.insert(int(rng.integers(len(parts) + 1)), cue)
+        prompts.append(", ".join([f"{'an' if subject[0] in 'aeiou' else 'a'} {subject}", *parts]))
+    return prompts
+
+
 def _timed_render(pipe: StableDiffusionPipeline, batch: int, repeats: int = 3, **kwargs: Any) -> float:
     # Median seconds of one pipeline call of `batch` images (after one warm-up call).
     prompts, seeds = ["a warm sun"] * batch, list(range(batch))
@@ -854,24 +926,36 @@ def evaluate_renderer(
         measure_speed (`bool`, *optional*, defaults to `True`): Also time batches of 1 and 8 images (median of 3
             calls after a warm-up call).
 
+    The same is measured with the cue inside prompts of real length (`prose_pole_prompts`): anywhere among
+    boilerplate (`"prose_{axis}/auc"`) and after at least 20 words (`"late_{axis}/auc"`).
+
     Returns:
         `dict[str, Any]`: For each axis, `"{axis}/{attribute}/{pole}"` means, `"{axis}/separation"` (mean of the
-        pole a high score means minus the other) and `"{axis}/auc"`; `"baseline/{attribute}"` means for prompts
+        pole a high score means minus the other) and `"{axis}/auc"`, and the `prose_` and `late_` variants;
+        `"baseline/{attribute}"` means for prompts
         without style words; `"render/seconds_batch1"`, `"render/seconds_batch8"`, `"render/images_per_second_batch8"`.
     """
     pipe.set_progress_bar_config(disable=True)
     kwargs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
     seeds = list(range(seed, seed + n_prompts))
     result: dict[str, Any] = {"n_prompts": n_prompts, **kwargs}
-    for axis, (attribute, high_pole) in AXIS_ATTRIBUTES.items():
-        scores = {}
-        for pole in AXES[axis]:
-            images = render(pipe, pole_prompts(axis, pole, n_prompts), seeds, **kwargs)
-            scores[pole] = [image_attributes(im)[attribute] for im in images]
-            result[f"{axis}/{attribute}/{pole}"] = round(float(np.mean(scores[pole])), 4)
-        low_pole = next(p for p in AXES[axis] if p != high_pole)
-        result[f"{axis}/separation"] = round(float(np.mean(scores[high_pole]) - np.mean(scores[low_pole])), 4)
-        result[f"{axis}/auc"] = round(separation_auc(scores[high_pole], scores[low_pole]), 4)
+    prompt_sets = {
+        "": lambda axis, pole: pole_prompts(axis, pole, n_prompts),
+        "prose_": lambda axis, pole: prose_pole_prompts(axis, pole, n_prompts, seed),
+        "late_": lambda axis, pole: prose_pole_prompts(axis, pole, n_prompts, seed, late=True),
+    }
+    for prefix, make in prompt_sets.items():
+        for axis, (attribute, high_pole) in AXIS_ATTRIBUTES.items():
+            scores = {}
+            for pole in AXES[axis]:
+                images = render(pipe, make(axis, pole), seeds, **kwargs)
+                scores[pole] = [image_attributes(im)[attribute] for im in images]
+                if not prefix:
+                    result[f"{axis}/{attribute}/{pole}"] = round(float(np.mean(scores[pole])), 4)
+            low_pole = next(p for p in AXES[axis] if p != high_pole)
+            separation = float(np.mean(scores[high_pole]) - np.mean(scores[low_pole]))
+            result[f"{prefix}{axis}/separation"] = round(separation, 4)
+            result[f"{prefix}{axis}/auc"] = round(separation_auc(scores[high_pole], scores[low_pole]), 4)
     subjects = list(SUBJECTS)
     plain = [f"a {subjects[i % len(subjects)]}" for i in range(n_prompts)]
     plain_attributes = [image_attributes(im) for im in render(pipe, plain, seeds, **kwargs)]
@@ -960,10 +1044,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: train, evaluate, print the figures as JSON, and save an image grid into `--out`."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="Folder for the trained pipeline (save_pretrained layout).")
-    parser.add_argument("--minutes", type=float, default=8.0, help="Wall-clock training budget, in minutes.")
+    parser.add_argument("--minutes", type=float, default=None, help="Optional wall-clock cap, in minutes.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of initialisation, data and noise.")
     parser.add_argument("--vae-steps", type=int, default=700, help="Autoencoder steps (batch 16).")
-    parser.add_argument("--unet-steps", type=int, default=3000, help="UNet + text-encoder steps (batch 32).")
+    parser.add_argument("--unet-steps", type=int, default=4000, help="UNet + text-encoder steps (batch 32).")
     parser.add_argument("--unet-lr", type=float, default=1e-3, help="Peak learning rate of the UNet.")
     parser.add_argument(
         "--threads",

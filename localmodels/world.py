@@ -321,3 +321,156 @@ def separation_auc(scores_first_pole: list[float], scores_second_pole: list[floa
     if a.size == 0 or b.size == 0:
         raise ValueError("separation_auc needs at least one score for each pole.")
     return float((a > b).mean() + 0.5 * (a == b).mean())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prompts of real length: the language the renderer is trained to read and the warm-start rewriter writes
+# ----------------------------------------------------------------------------------------------------------------
+
+STYLE_PHRASES: dict[str, list[str]] = {
+    "palette": ["{w}", "{w} colours", "in {w} tones", "{w} palette", "{w} hues", "painted in {w} colours"],
+    "light": ["{w}", "{w} lighting", "in {w} light", "{w} atmosphere", "{w} sky", "{w} mood"],
+    "layout": ["{w}", "{w} composition", "{w} layout", "{w} scene", "{w} framing"],
+}
+"""Natural phrasings of a style cue per axis; `{w}` is a word of `STYLE_WORDS` (the only word that carries the cue).
+"many" reads "many {plural}" instead (see `style_phrase`)."""
+
+FILLER_PHRASES: tuple[str, ...] = (
+    "highly detailed",
+    "digital art",
+    "oil painting",
+    "soft focus",
+    "photograph",
+    "cinematic",
+    "wide angle",
+    "close-up",
+    "4k",
+    "trending on artstation",
+    "by the sea",
+    "on a hill",
+    "in a quiet village",
+    "in a field",
+    "at the edge of a forest",
+    "with soft shadows",
+    "seen from afar",
+    "made of paper",
+    "watercolor",
+    "sharp lines",
+    "a beautiful scene",
+    "award winning",
+    "masterpiece",
+    "flat illustration",
+    "in the center of the frame",
+    "children's book illustration",
+    "studio photo",
+    "smooth gradients",
+    "fine texture",
+    "dreamlike",
+    "peaceful",
+    "elegant",
+    "clean design",
+    "high resolution",
+    "concept art",
+    "vector art",
+    "on a table",
+    "in the hills",
+    "near a river",
+    "from above",
+    "in the distance",
+    "realistic",
+    "stylized",
+    "intricate",
+    "calm",
+    "vivid",
+    "matte finish",
+    "low poly",
+    "isometric view",
+    "a postcard",
+    "depth of field",
+    "symmetrical",
+    "by a lake",
+    "in a garden",
+    "over the rooftops",
+    "in spring",
+    "in autumn",
+    "old",
+    "new",
+    "tiny",
+    "huge",
+    "wooden",
+    "glass",
+    "shiny",
+    "soft",
+    "round",
+    "tall",
+    "small",
+    "little",
+    "lovely",
+    "quiet",
+    "ancient",
+    "modern",
+)
+"""Words and phrases that carry no style cue: image-prompt boilerplate the renderer must learn to ignore. None
+contains a word of `STYLE_WORDS` or `SUBJECTS` (checked by a test)."""
+
+
+def style_phrase(axis: str, pole: str, subject: str, rng: np.random.Generator) -> str:
+    """One natural phrase naming `pole` of `axis`, e.g. `"in golden tones"`, `"dim lighting"`, `"many kites"`."""
+    word = STYLE_WORDS[(axis, pole)][int(rng.integers(len(STYLE_WORDS[(axis, pole)])))]
+    if word == "many":
+        return f"many {_plural(subject)}"
+    templates = STYLE_PHRASES[axis]
+    return templates[int(rng.integers(len(templates)))].format(w=word)
+
+
+def subject_phrase(subject: str, rng: np.random.Generator) -> str:
+    """The subject as a prompt starts it: `"a sun"`, `"the sun"`, `"a picture of a sun"`, `"sun"`."""
+    form = int(rng.integers(4))
+    if form == 0:
+        return f"{_article(subject)} {subject}"
+    if form == 1:
+        return f"the {subject}"
+    if form == 2:
+        return f"a picture of {_article(subject)} {subject}"
+    return subject
+
+
+def rich_caption(
+    scene: Scene,
+    rng: np.random.Generator,
+    p_style: float = 0.7,
+    max_fillers: int = 6,
+    distractors: list[str] | None = None,
+    p_distractor: float = 0.3,
+) -> str:
+    """A prompt of real length for a scene: the subject, style phrases and boilerplate in random order, commas between.
+
+    `"the kite, highly detailed, by the sea, in golden tones, cinematic, dim lighting"`: each axis is named with
+    probability `p_style` (by `style_phrase`), up to `max_fillers` phrases of `FILLER_PHRASES` and, each with
+    probability `p_distractor`, words from `distractors` (e.g. random vocabulary words, which must name no style word
+    or subject) are mixed in, and everything after the subject is shuffled, so a cue can stand anywhere. The subject
+    comes first 70% of the time and later otherwise.
+
+    Args:
+        scene (`Scene`): The scene the prompt describes.
+        rng (`numpy.random.Generator`): Source of randomness.
+        p_style (`float`, *optional*, defaults to 0.7): Probability of naming each axis's pole.
+        max_fillers (`int`, *optional*, defaults to 6): Most boilerplate phrases.
+        distractors (`list[str]`, *optional*): Extra cue-free words to mix in.
+        p_distractor (`float`, *optional*, defaults to 0.3): Probability of each of up to four distractor words.
+
+    Returns:
+        `str`: The prompt; it always names the subject.
+    """
+    if not 0.0 <= p_style <= 1.0:
+        raise ValueError(f"p_style must be a probability in [0, 1], got {p_style}.")
+    parts = [style_phrase(a, getattr(scene, a), scene.subject, rng) for a in AXES if rng.random() < p_style]
+    n_fill = int(rng.integers(max_fillers + 1))
+    parts += [FILLER_PHRASES[int(i)] for i in rng.choice(len(FILLER_PHRASES), size=n_fill, replace=False)]
+    if distractors:
+        parts += [distractors[int(rng.integers(len(distractors)))] for _ in range(4) if rng.random() < p_distractor]
+    parts = [parts[i] for i in rng.permutation(len(parts))]
+    head = subject_phrase(scene.subject, rng)
+    position = 0 if rng.random() < 0.7 else int(rng.integers(len(parts) + 1))
+    parts.insert(position, head)
+    return ", ".join(parts)

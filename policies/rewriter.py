@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SYSTEM_PROMPT = (
-    "You rewrite short image prompts into richer prompts for an image generator. Keep the subject. Add a few words "
-    "about colour, light and composition. Reply with the new prompt only."
+    "Rewrite the image prompt for an image generator: keep its subject, add a few style words. "
+    "Reply with the prompt only."
 )
-# Few-shot turns: small instruction-tuned models (SmolLM2-135M) answer with prose without them. The examples cover
-# both poles of colour (warm/cool), light (bright/dark) and layout (sparse/busy) so they do not pre-bake one taste:
-# which direction a user likes is what reinforcement learning has to find.
+# The policy is a generic rewriter warm-started by supervised fine-tuning (`localmodels/rewriter_sft.py`), so it needs
+# no examples in its prompt: every token of the chat is paid for in each generation and backward pass. FEW_SHOT is
+# for an instruction model used without a warm start (`few_shot=FEW_SHOT`): it covers both poles of colour, light
+# and layout so as not to pre-bake a taste.
 FEW_SHOT = (
     ("a dog", "a dog running on a beach, bright daylight, wide shot"),
     ("a castle", "a dark castle under a cool blue night sky, many towers"),
@@ -28,7 +29,7 @@ ADAPTER_META = "pig_adapter.json"
 _PREFIX = re.compile(r"^(?:rewritten\s*prompt|prompt|rewrite|answer)\s*[:\-]\s*", re.I)
 
 
-def build_chat(prompt: str, system_prompt: str = SYSTEM_PROMPT, few_shot=FEW_SHOT) -> list[dict]:
+def build_chat(prompt: str, system_prompt: str = SYSTEM_PROMPT, few_shot=()) -> list[dict]:
     """The conversation the policy completes for one user prompt: system, few-shot turns, the prompt."""
     messages = [{"role": "system", "content": system_prompt}]
     for question, answer in few_shot:
@@ -68,9 +69,10 @@ class AdapterInfo:
     base_model: str
     system_prompt: str
     max_new_tokens: int
-    few_shot: list = field(default_factory=lambda: [list(pair) for pair in FEW_SHOT])
+    few_shot: list = field(default_factory=list)
     trained_steps: int = 0
     trainer: str = "grpo"
+    temperature: float = 1.0  # the sampling temperature of training: evaluation samples "as in training" with it
 
     def save(self, folder: str | Path) -> None:
         Path(folder, ADAPTER_META).write_text(json.dumps(self.__dict__, indent=2), encoding="utf-8")
@@ -112,11 +114,17 @@ def generate_completions(
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
     system_prompt: str = SYSTEM_PROMPT,
-    few_shot=FEW_SHOT,
+    few_shot=(),
 ) -> list[str]:
     """The policy's raw answers to `build_chat(prompt)`: `n` per prompt, grouped by prompt; greedy when `temperature`
-    is 0, else sampled with `seed` (the global RNG is left alone). Shared by serving and DPO pair collection."""
+    is 0, else sampled with `seed` (the global RNG is left alone). Shared by serving and DPO pair collection.
+
+    `no_repeat_ngram_size` blocks n-grams repeated *within the answer* only: transformers' own option also counts the
+    prompt, which forbids copying the user's words ("a kite flying over the beach" came back as "... over a lake").
+    `repetition_penalty` (transformers') does count the prompt, so it also pushes the rewrite off the user's subject.
+    """
     import torch
+    from transformers import LogitsProcessorList
 
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
@@ -143,19 +151,36 @@ def generate_completions(
             max_new_tokens=max_new_tokens,
             num_return_sequences=n,
             repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
+            logits_processor=LogitsProcessorList(
+                [_AnswerNoRepeatNGram(no_repeat_ngram_size, batch["input_ids"].shape[1])]
+                if no_repeat_ngram_size
+                else []
+            ),
             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
             **sampling,
         )
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
+class _AnswerNoRepeatNGram:
+    """transformers' `NoRepeatNGramLogitsProcessor` applied to the generated tokens only (prompts are left-padded to
+    one length, so the answer starts at the same column in every row)."""
+
+    def __init__(self, n: int, prompt_length: int):
+        from transformers import NoRepeatNGramLogitsProcessor
+
+        self.inner, self.start = NoRepeatNGramLogitsProcessor(n), prompt_length
+
+    def __call__(self, input_ids, scores):
+        return self.inner(input_ids[:, self.start :], scores)
+
+
 class PromptRewriter:
     """A base causal LM plus a user's LoRA adapter, rewriting prompts (greedy by default).
 
-    Greedy decoding of a small policy tends to repeat a phrase until the token limit ("a beacon of light, a beacon of
-    light, ..."); `rewrite` therefore blocks repeated 3-grams and penalises repetition unless told otherwise. Training
-    samples at temperature 1; pass `temperature` to sample the way the policy was trained.
+    Greedy decoding of a small policy tends to repeat a phrase until the token limit ("in the distance, in the
+    distance, ..."); `rewrite` therefore blocks 3-grams repeated within its answer unless told otherwise. Training
+    samples at `train_temperature` (recorded with the adapter); pass `temperature` to sample the way it was trained.
 
     Args:
         adapter: folder with `adapter_config.json`, `adapter_model.safetensors` and `pig_adapter.json`; `None` to use
@@ -182,15 +207,16 @@ class PromptRewriter:
         self.model = model.to(device).eval()
         self.device = device
         self.system_prompt = self.info.system_prompt if self.info else SYSTEM_PROMPT
-        self.few_shot = [tuple(pair) for pair in self.info.few_shot] if self.info else FEW_SHOT
+        self.few_shot = [tuple(pair) for pair in self.info.few_shot] if self.info else ()
         self.max_new_tokens = self.info.max_new_tokens if self.info else 48
+        self.train_temperature = self.info.temperature if self.info else 1.0
 
     def rewrite(
         self,
         prompts: list[str],
         temperature: float = 0.0,
         seed: int = 0,
-        repetition_penalty: float = 1.2,
+        repetition_penalty: float = 1.0,
         no_repeat_ngram_size: int = 3,
     ) -> list[str]:
         """One rewrite per prompt: greedy when `temperature` is 0, else sampled (seeded, reproducible)."""

@@ -12,13 +12,17 @@ Format (one folder per user, `users/<user_id>/user.json`; image paths are relati
   "heldout": [
     {"prompt": "a red hydrant", "image_1": "images/test00_a.png", "image_2": "images/test00_b.png", "label": 1}
   ],
-  "prompts": ["a sun over the sea", "a small house"]
+  "prompts": ["a sun over the sea", "a small house"],
+  "sandbox": {"prefs": {"palette": "warm", "layout": "sparse"}, "weights": {"palette": 1.0, "layout": 0.8}}
 }
 ```
 
 - `references` (required, at least one): past choices. `chosen` is the image the user preferred.
 - `heldout` (optional): pairs kept out of the context to measure the judge; `label` is 1, 2 or 0 (tie).
 - `prompts` (optional): prompts to train the rewriting policy on; the reference prompts are used when absent.
+- `sandbox` (optional, synthetic users only): the user's hidden taste in the toy world (`localmodels.oracle`), read
+  only by the ground-truth evaluation and monitoring (`rl/ground_truth.py`), never by PIGReward or the reward. Write
+  such a user with `python -m localmodels.demo_user --out users/U --taste palette=cool:1.0,light=dark:0.8`.
 
 Every image is opened and decoded when the user is loaded, so a missing or corrupt file fails at once with the file
 and the entry named, not in the middle of training.
@@ -34,7 +38,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 USER_FILE = "user.json"
-_TOP_KEYS = {"user_id", "description", "references", "heldout", "prompts"}
+_TOP_KEYS = {"user_id", "description", "references", "heldout", "prompts", "sandbox"}
 _REFERENCE_KEYS = {"prompt", "chosen", "rejected"}
 _HELDOUT_KEYS = {"prompt", "image_1", "image_2", "label"}
 
@@ -70,6 +74,7 @@ class UserData:
     heldout: list[HeldoutPair] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
     description: str = ""
+    sandbox: dict | None = None  # a synthetic user's hidden taste (validated by rl/ground_truth.py); None if real
 
     @property
     def training_prompts(self) -> list[str]:
@@ -192,4 +197,7 @@ def load_user(user: str, users_dir: str | Path = "users") -> UserData:
     if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise UserDataError(f"{file}: 'prompts' must be a list of non-empty strings.")
     description = data.get("description") or ""
-    return UserData(user_id, root, references, heldout, [p.strip() for p in prompts], str(description))
+    sandbox = data.get("sandbox")
+    if sandbox is not None and not isinstance(sandbox, dict):
+        raise UserDataError(f"{file}: 'sandbox' must be an object with 'prefs' and 'weights', got {sandbox!r}.")
+    return UserData(user_id, root, references, heldout, [p.strip() for p in prompts], str(description), sandbox)

@@ -5,6 +5,8 @@ pig judge --user demo --prompt P A.png B.png     judge two images for a user (bo
 pig rewrite --user demo "a sun"                  rewrite prompts with the user's trained adapter
 pig train --user demo [...]                      accelerate launch rl/train_policy.py --user demo [...], in-process
 pig evaluate --user demo                         the user's adapter vs the base policy, judged for the user
+pig matrix --users demo nightowl crowd           every sandbox user's adapter under every user's true taste
+pig diagnose --user demo                         the reward chain, link by link, against a sandbox user's truth
 pig bench --dataset users --out runs/bench/x     accuracy table of PIGReward and the baselines (PIGBench-style)
 pig import pickapic|pigbench|folder ...          convert a preference dataset to the per-user folder format
 """
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         "rewrite": cmd_rewrite,
         "train": _train,
         "evaluate": _evaluate,
+        "matrix": _matrix,
+        "diagnose": _diagnose,
         "bench": cmd_bench,
         "import": cmd_import,
     }
@@ -48,6 +52,18 @@ def _evaluate(argv: list[str]) -> int:
     from rl.evaluate_policy import main as evaluate
 
     return evaluate(argv)
+
+
+def _diagnose(argv: list[str]) -> int:
+    from rl.diagnose import main as diagnose
+
+    return diagnose(argv)
+
+
+def _matrix(argv: list[str]) -> int:
+    from rl.cross_user import main as matrix
+
+    return matrix(argv)
 
 
 def _train(argv: list[str]) -> int:

@@ -3,10 +3,22 @@
 For every group (one original prompt, `num_generations` rewrites) and every image slot k:
 
 1. render the original prompt and each rewrite with the same seed s_k (common random numbers), in batches;
-2. judge each rewrite's image against the original's, in both orders, under the user's context;
-3. preference of a rewrite = mean over its image slots of the combined two-order preference (tie = 0.5);
-4. fidelity of a rewrite = MiniLM cosine similarity between rewrite and original prompt, so that the policy cannot
-   win by dropping the user's subject (Promptist's relevance guard).
+2. judge, under the user's context and in both orders (`compare_to`): each rewrite's image against the original's
+   (`original`: "does the rewrite beat the plain prompt?", Promptist's comparison), and/or each rewrite's image against
+   every other rewrite's image of its group (`group`: round robin, the win rate Pref-GRPO uses; its target moves with
+   the policy, so it keeps separating rewrites once they all beat the original);
+3. preference of a rewrite = mean over its comparisons of the combined two-order preference (tie = 0.5). A
+   comparison the judge could not decide in either order counts as a tie (0.5): it carries no information, and
+   returning `None` would make TRL score it like a lost comparison (`nansum`, docs LEARNING.md). Undecided
+   comparisons are counted (`reward/undecided_fraction`), never hidden;
+4. fidelity of a rewrite = MiniLM cosine similarity between rewrite and original prompt, used as a *gate*
+   (Promptist's relevance floor): `min(0, cos - fidelity_floor)`, zero for any rewrite that keeps the prompt's
+   meaning, negative for one that drops it. Added as a term, its small differences among faithful rewrites were noise
+   that group scaling blew up to full-size advantages.
+
+For sandbox users a ground truth (the user's hidden taste, on pixels) also scores every rewrite's images against the
+original's; it is logged beside the judge's reward (`reward/ground_truth`, `judge/ground_truth_agreement`) to watch
+for reward hacking, and never enters the reward.
 
 TRL calls each reward function with the whole batch of its process. Both terms are computed once per batch by
 [`PersonalizedEnvironment`] and exposed as two reward functions, so TRL logs them separately (`rewards/preference`,
@@ -22,9 +34,12 @@ from dataclasses import dataclass
 from policies.rewriter import completion_text, extract_rewrite
 from reward.context import UserContext
 from reward.pigreward import Comparison, PIGReward
-from reward.reduction import mean_or_none, split_groups
+from reward.reduction import split_groups
 from reward.similarity import TextEmbedder
+from rl.ground_truth import agreement
 from rl.render import Renderer
+
+COMPARE_TO = ("original", "group", "both")
 
 
 def crn_seed(base_seed: int, prompt: str, step: int | None, slot: int) -> int:
@@ -40,11 +55,24 @@ class BatchResult:
     step: int
     originals: list[str]
     rewrites: list[str]
-    preference: list[float | None]
+    preference: list[float]
     fidelity: list[float]
     original_images: dict[int, list]  # group start index -> images per slot
     rewrite_images: list[list]  # per completion -> images per slot
-    comparisons: list[list[Comparison]]  # per completion -> per slot
+    comparisons: list[list[Comparison]]  # per completion -> its comparisons with the original, per slot
+    similarity: list[float] | None = None  # raw cosine similarity of each rewrite to its original
+    ground_truth: list[float] | None = None  # sandbox users: true preference of each rewrite over the original
+
+
+def split_start(index: int, group_size: int) -> int:
+    """Index of the first completion of the group that holds completion `index` (TRL lays groups out back to back)."""
+    return index - index % group_size
+
+
+def _mean_tie(values) -> float:
+    """Mean preference, an undecided (`None`) comparison counting as a tie."""
+    values = [0.5 if v is None else v for v in values]
+    return sum(values) / len(values) if values else 0.5
 
 
 class PersonalizedEnvironment:
@@ -59,6 +87,9 @@ class PersonalizedEnvironment:
         images_per_prompt: image slots per prompt; more slots = less seed noise in the reward, more rendering.
         seed: base seed of the common random numbers.
         seed_per_step: draw new seeds every step (otherwise the original prompt's images are rendered once and reused).
+        compare_to: `"original"`, `"group"` or `"both"` (the mean of the two win rates); see the module docstring.
+        fidelity_floor: cosine similarity below which the fidelity gate penalises a rewrite.
+        ground_truth: optional `(images_a, images_b) -> list[float]` true preferences (sandbox users), logged only.
         sample_logger: optional callable `(BatchResult) -> None` for W&B tables (main process only).
     """
 
@@ -72,16 +103,23 @@ class PersonalizedEnvironment:
         images_per_prompt: int = 1,
         seed: int = 0,
         seed_per_step: bool = True,
+        compare_to: str = "original",
+        fidelity_floor: float = 0.0,
+        ground_truth=None,
         sample_logger=None,
     ):
         if images_per_prompt < 1:
             raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}.")
+        if compare_to not in COMPARE_TO:
+            raise ValueError(f"compare_to must be one of {COMPARE_TO}, got {compare_to!r}.")
+        if compare_to != "original" and num_generations < 2:
+            raise ValueError(f"compare_to={compare_to!r} compares rewrites of a group: num_generations must be >= 2.")
         self.pig, self.context, self.renderer, self.embedder = pig, context, renderer, embedder
         self.num_generations, self.images_per_prompt = num_generations, images_per_prompt
         self.seed, self.seed_per_step, self.sample_logger = seed, seed_per_step, sample_logger
+        self.compare_to, self.fidelity_floor, self.ground_truth = compare_to, fidelity_floor, ground_truth
         self._last_key: tuple | None = None
         self._last: BatchResult | None = None
-        self.undecided = 0
 
     # TRL reward functions: `f(prompts, completions, **kwargs) -> list[float | None]`, named by `__name__`.
     def preference(self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, **kwargs):
@@ -123,39 +161,92 @@ class PersonalizedEnvironment:
             for i in g:
                 rewrite_images[i] = [next(images) for _ in slots]
 
-        # 2. Judge every rewrite image against the original image of the same slot (both orders, one batch).
-        judged_prompts, images_a, images_b, owners = [], [], [], []
+        # 2. Judge (one batch, both orders): each rewrite vs the original, and/or each pair of rewrites of a group.
+        judged_prompts, images_a, images_b, pairs = [], [], [], []
         for g in groups:
             for i in g:
-                for k in slots:
-                    judged_prompts.append(originals[i])
-                    images_a.append(rewrite_images[i][k])
-                    images_b.append(original_images[g.start][k])
-                    owners.append(i)
+                if self.compare_to != "group":
+                    for k in slots:
+                        pairs.append((i, None, k))
+                if self.compare_to != "original":
+                    pairs += [(i, j, k) for j in g if j > i for k in slots]
+        for i, j, k in pairs:
+            judged_prompts.append(originals[i])
+            images_a.append(rewrite_images[i][k])
+            images_b.append(
+                original_images[split_start(i, self.num_generations)][k] if j is None else rewrite_images[j][k]
+            )
         began = time.perf_counter()
         comparisons = self.pig.compare(judged_prompts, images_a, images_b, self.context)
         judge_seconds = time.perf_counter() - began
-        per_completion: list[list[Comparison]] = [[] for _ in rewrites]
-        for i, comparison in zip(owners, comparisons):
-            per_completion[i].append(comparison)
 
-        # 3. Reduce: preference per rewrite; `None` (no decided verdict) stays `None` and is counted.
-        preference = [mean_or_none(c.preference for c in comps) for comps in per_completion]
-        fidelity = self.embedder.similarity(rewrites, originals)
+        # 3. Reduce: win rates per rewrite; an undecided comparison is a tie (0.5), counted.
+        vs_original: list[list[Comparison]] = [[] for _ in rewrites]
+        vs_group: list[list[float]] = [[] for _ in rewrites]
+        undecided = 0
+        for (i, j, _), comparison in zip(pairs, comparisons):
+            p = comparison.preference
+            undecided += p is None
+            p = 0.5 if p is None else p
+            if j is None:
+                vs_original[i].append(comparison)
+            else:
+                vs_group[i].append(p)
+                vs_group[j].append(1.0 - p)
+        win_original = [_mean_tie(c.preference for c in comps) for comps in vs_original]
+        win_group = [sum(v) / len(v) if v else 0.5 for v in vs_group]
+        preference = {
+            "original": win_original,
+            "group": win_group,
+            "both": [(a + b) / 2 for a, b in zip(win_original, win_group)],
+        }[self.compare_to]
+        similarity = self.embedder.similarity(rewrites, originals)
+        fidelity = [min(0.0, s - self.fidelity_floor) for s in similarity]
+        truth = None
+        if self.ground_truth is not None:  # the sandbox user's true preference over the original (logged only)
+            flat = self.ground_truth(
+                [rewrite_images[i][k] for i in range(len(rewrites)) for k in slots],
+                [
+                    original_images[split_start(i, self.num_generations)][k]
+                    for i in range(len(rewrites))
+                    for k in slots
+                ],
+            )
+            n = self.images_per_prompt
+            truth = [sum(flat[i * n : (i + 1) * n]) / n for i in range(len(rewrites))]
         result = BatchResult(
-            step, originals, rewrites, preference, fidelity, original_images, rewrite_images, per_completion
+            step,
+            originals,
+            rewrites,
+            preference,
+            fidelity,
+            original_images,
+            rewrite_images,
+            vs_original,
+            similarity,
+            truth,
         )
 
         if log_metric is not None:
-            undecided = sum(p is None for p in preference)
             metrics = {
-                "reward/undecided_fraction": undecided / len(preference),
+                "reward/undecided_fraction": undecided / len(comparisons),
+                "reward/similarity": sum(similarity) / len(similarity),
                 "judge/pairs_per_s": len(comparisons) / judge_seconds if judge_seconds else 0.0,
                 "policy/rewrite_chars": sum(map(len, rewrites)) / len(rewrites),
                 "policy/empty_rewrites": float(sum(not r for r in rewrites)),
+                "policy/distinct_rewrites": len(set(rewrites)) / len(rewrites),
                 **self.pig.pop_metrics(),
                 **self.renderer.pop_metrics(),
             }
+            if self.compare_to != "group":
+                metrics["reward/win_rate_vs_original"] = sum(win_original) / len(win_original)
+            if truth is not None:
+                metrics["reward/ground_truth"] = sum(truth) / len(truth)
+                if self.compare_to != "group":  # the judge's verdicts on exactly the pairs the truth scored
+                    judged = [c.preference for comps in vs_original for c in comps]
+                    agree = agreement(judged, flat)
+                    if agree is not None:
+                        metrics["judge/ground_truth_agreement"] = agree
             for name, value in metrics.items():
                 log_metric(name, value)
         if self.sample_logger is not None:

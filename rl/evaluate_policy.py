@@ -1,63 +1,153 @@
-"""Did the adapter learn this user? Rewrites by the adapter and by the base policy, rendered and judged for the user.
+"""Did the adapter learn this user? Its rewrites against the generic rewriter's, rendered with shared seeds, scored
+by the user's judge and, for a sandbox user, by the user's true taste.
 
-    python rl/evaluate_policy.py --user demo                          # the user's latest adapter (runs/<user>/LATEST)
-    python rl/evaluate_policy.py --user demo --adapter runs/demo/grpo-.../adapter --eval_images 8
+    pig evaluate --user demo                          # runs/demo/LATEST; held-out and training prompts x 2 decodings
+    pig evaluate --user demo --prompt_set heldout --decoding sampled --judge false    # ground truth only, no judge
+    pig evaluate --user demo --adapter runs/demo/grpo-.../adapter --eval_samples 8 --eval_images 8
     pig evaluate --user demo --eval_prompts "a lighthouse" "a red hydrant"
 
-For every evaluation prompt, the adapter and the same policy with the adapter disabled (the starting point) each
-rewrite it (greedy, as `pig rewrite`); the original prompt and both rewrites are rendered with the same `eval_images`
-seeds (common random numbers); PIGReward judges, for the user and in both orders: adapter vs base, adapter vs
-original, base vs original. A preference of 0.5 means "no better"; the 95% interval is a bootstrap over prompts.
-Writes `results.json` and `grid.png` (original | base | adapter per prompt) under `--eval_out`
-(default `runs/<user>/eval/<adapter's run>`). Judge, renderer and models come from the same config keys as training.
+Blocks. Prompts come in sets: `heldout` (`rl.ground_truth.HELDOUT_PROMPTS`, never trained on; for a real user, the
+prompts of their held-out pairs) and `training` (the user's training prompts); `--eval_prompts` replaces them with one
+set, `given`. Each set is rewritten two ways: `sampled`, `--eval_samples` rewrites per prompt at the training
+temperature without repetition controls (how the policy was trained: what its reward measured) and `greedy`, one
+rewrite with `pig rewrite`'s repetition controls (how it is served). Every (set, decoding) is a block, reported on
+its own.
+
+Comparisons. In each block the adapter and the same policy with the adapter disabled (the base: the generic rewriter
+it was trained from) rewrite every prompt with the same sampling seed; the original prompt and every rewrite are
+rendered with the same `--eval_images` seeds per prompt (common random numbers). For each cell (prompt, sample) and
+each comparison (adapter vs base, adapter vs original, base vs original): the judge's preference (PIGReward with the
+user's context, both orders; `--judge false` skips it) and, for a sandbox user, the ground truth (the hidden taste
+measured on the same images, `rl/ground_truth.py`), each averaged over the cell's image seeds. A block reports the
+mean over cells with a 95% bootstrap interval (the cell is the resampled unit) and the judge's agreement with the
+truth on the same image pairs. 0.5 means "no better".
+
+Precision. A cell's preference has a standard deviation of at most 0.5, about 0.25 when its images disagree
+independently, so the interval's half-width is about 1.96 * sd / sqrt(cells): 24 held-out prompts x 4 samples = 96
+cells of 4 images give about +-0.05 (the defaults). A wider ground-truth interval is flagged. The cells of one prompt
+share the original's images, so the interval is, if anything, a little optimistic.
+
+Writes `results.json` and one `grid_<set>_<decoding>.png` per block (original | base | adapter per prompt) under
+`--eval_out` (default `runs/<user>/eval/<adapter's run>`). Judge, renderer and models come from training's config keys.
+The helpers below (rewriting, rendering once, scoring pairs, summaries) are shared with `pig matrix`
+(`rl/cross_user.py`).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reward.reduction import mean_or_none
+from rl import ground_truth
 from rl.config import CPU_DEFAULTS, PigArguments
 
 COMPARISONS = (("adapter", "base"), ("adapter", "original"), ("base", "original"))
+PROMPT_SETS = ("heldout", "training")
+DECODINGS = ("sampled", "greedy")
+MAX_HALF_WIDTH = 0.05
+"""A ground-truth interval wider than +-this is flagged: it could not resolve the 0.05-0.1 effects we look for."""
+
+ImageKey = tuple[str, int]  # an image is named by what rendered it: (text, seed)
+Pair = tuple[str, ImageKey, ImageKey]  # (original prompt, image A, image B)
 
 
 @dataclass
-class EvalArguments:
-    adapter: str | None = field(default=None, metadata={"help": "Adapter folder (default: runs/<user>/LATEST)."})
+class SamplingArguments:
+    """What `pig evaluate` and `pig matrix` share: prompts, rewrites and images per prompt, seeds, statistics."""
+
     eval_prompts: list[str] | None = field(
-        default=None,
-        metadata={"help": "Prompts to rewrite (default: the user's training prompts and held-out pair prompts)."},
+        default=None, metadata={"help": "Prompts to rewrite, instead of the prompt sets (one set named 'given')."}
     )
-    eval_images: int = field(default=4, metadata={"help": "Seeds (images) per prompt and rewrite."})
-    eval_seed: int = field(default=1234, metadata={"help": "Base seed of the images (not the training seeds)."})
+    eval_samples: int = field(
+        default=4,
+        metadata={
+            "help": "Sampled rewrites per prompt (training temperature, seeded). A (prompt, sample) cell is "
+            "the bootstrap's unit: cells = prompts * eval_samples (greedy: prompts)."
+        },
+    )
+    eval_images: int = field(
+        default=4,
+        metadata={
+            "help": "Image seeds per prompt, shared by the original and every rewrite and averaged within a cell. "
+            "Images rendered per block <= prompts * (1 + 2 * eval_samples) * eval_images."
+        },
+    )
+    eval_seed: int = field(
+        default=1234, metadata={"help": "Base seed of the images and of the sampled rewrites (not training's)."}
+    )
+    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of each 95-percent interval."})
+    judge: bool = field(
+        default=True,
+        metadata={
+            "help": "Also judge every pair with PIGReward under the user's context (false: ground truth only, no "
+            "judge model loaded; sandbox users only)."
+        },
+    )
+
+    def __post_init__(self):
+        for name in ("eval_samples", "eval_images", "bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if self.eval_prompts is not None and not all(p.strip() for p in self.eval_prompts):
+            raise ValueError("--eval_prompts holds an empty prompt.")
+
+
+@dataclass
+class EvalArguments(SamplingArguments):
+    adapter: str | None = field(default=None, metadata={"help": "Adapter folder (default: runs/<user>/LATEST)."})
+    prompt_set: str = field(
+        default="both",
+        metadata={
+            "help": "heldout (rl.ground_truth.HELDOUT_PROMPTS; a real user's held-out pair prompts) | training (the "
+            "user's training prompts) | both (reported separately). Ignored with --eval_prompts."
+        },
+    )
+    decoding: str = field(
+        default="both",
+        metadata={
+            "help": "sampled (eval_samples per prompt, training temperature) | greedy (one) | both (separately)."
+        },
+    )
     eval_out: str | None = field(default=None, metadata={"help": "Output folder."})
-    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prompt_set not in (*PROMPT_SETS, "both"):
+            raise ValueError(f"--prompt_set must be heldout, training or both, got {self.prompt_set!r}.")
+        if self.decoding not in (*DECODINGS, "both"):
+            raise ValueError(f"--decoding must be sampled, greedy or both, got {self.decoding!r}.")
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[PigArguments, EvalArguments]:
-    """Training's config keys (embedded defaults < --config YAML < flags) plus the evaluation's own; trainer keys in
-    a YAML are accepted and ignored, so the training config can be reused as it is."""
+def parse_dataclasses(types: tuple, argv: list[str] | None) -> list:
+    """Training's config keys (embedded defaults < --config YAML < flags) plus a command's own dataclasses; trainer
+    keys in a YAML are accepted and ignored, so the training config can be reused as it is."""
     from trl import TrlParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser((PigArguments, EvalArguments))
+    parser = TrlParser(types)
     parser.set_defaults_with_config(**CPU_DEFAULTS)
-    pig_args, eval_args, _config_rest, cli_rest = parser.parse_args_and_config(
+    *parsed, _config_rest, cli_rest = parser.parse_args_and_config(
         args=argv, return_remaining_strings=True, separate_remaining_strings=True
     )
     if cli_rest:
         parser.error(f"unrecognized arguments: {' '.join(cli_rest)}")
+    return parsed
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[PigArguments, EvalArguments]:
+    pig_args, eval_args = parse_dataclasses((PigArguments, EvalArguments), argv)
     if not pig_args.user:
-        parser.error("--user is required.")
-    if eval_args.eval_images < 1:
-        parser.error("--eval_images must be >= 1.")
+        raise SystemExit("error: --user is required.")
     return pig_args, eval_args
 
 
-def bootstrap_mean(values: list[float], n: int, seed: int = 0) -> tuple[float, float] | None:
+# ------------------------------------------------------------------------------------------- statistics (pure)
+def bootstrap_mean(values: Sequence[float], n: int, seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of the mean of `values` (`n` resamples); `None` for fewer than 2 values."""
     import numpy as np
 
     if len(values) < 2:
@@ -68,115 +158,365 @@ def bootstrap_mean(values: list[float], n: int, seed: int = 0) -> tuple[float, f
     return float(low), float(high)
 
 
+def half_width(ci: Sequence[float] | None) -> float | None:
+    """Half the width of an interval (the "+-" of a symmetric one)."""
+    return None if ci is None else (ci[1] - ci[0]) / 2
+
+
+def cell_means(values: Sequence[float | None], per_cell: int) -> list[float | None]:
+    """Mean of each run of `per_cell` consecutive values (one cell's image seeds), skipping `None` (undecided);
+    `None` for a cell with no decided value."""
+    if per_cell < 1 or len(values) % per_cell:
+        raise ValueError(f"{len(values)} values do not split into cells of {per_cell}.")
+    return [mean_or_none(values[i : i + per_cell]) for i in range(0, len(values), per_cell)]
+
+
+def summarize(cells: Sequence[float | None], resamples: int = 1000, seed: int = 0) -> dict:
+    """Mean preference over the decided cells, its 95% bootstrap interval over cells and the interval's half-width."""
+    decided = [c for c in cells if c is not None]
+    ci = bootstrap_mean(decided, resamples, seed)
+    return {
+        "preference": sum(decided) / len(decided) if decided else None,
+        "ci95": list(ci) if ci else None,
+        "half_width": half_width(ci),
+        "cells": len(decided),
+    }
+
+
+def comparison_summary(
+    truth: Sequence[float] | None, judge: Sequence[float | None] | None, per_cell: int, resamples: int = 1000
+) -> dict:
+    """One comparison of a block from its per-pair preferences (cell-major, `per_cell` image pairs per cell): the
+    judge's and the truth's summaries over cells (each present when given) and their agreement on the pairs."""
+    out = {}
+    if judge is not None:
+        out["judge"] = summarize(cell_means(judge, per_cell), resamples)
+    if truth is not None:
+        out["ground_truth"] = summarize(cell_means(truth, per_cell), resamples)
+    if judge is not None and truth is not None:
+        out["agreement"] = ground_truth.agreement(judge, truth)
+    return out
+
+
+def precision_warning(name: str, summary: dict, greedy: bool = False, limit: float = MAX_HALF_WIDTH) -> str | None:
+    """A warning line when the ground-truth interval of comparison `name` is wider than +-`limit` (or missing)."""
+    truth = summary.get("ground_truth")
+    if truth is None or (truth["half_width"] is not None and truth["half_width"] <= limit):
+        return None
+    width = "undefined (fewer than 2 cells)" if truth["half_width"] is None else f"+-{truth['half_width']:.3f}"
+    fix = "raise --eval_images (greedy has one rewrite per prompt)" if greedy else "raise --eval_samples/--eval_images"
+    return f"warning: {name} ground-truth CI {width} is wider than +-{limit}: {fix}"
+
+
+# ----------------------------------------------------------------------------------- rewriting, rendering, scoring
+def rewrite_prompts(rewriter, prompts: list[str], decoding: str, samples: int, seed: int) -> list[list[str]]:
+    """The rewriter's active policy's rewrites of each prompt: `samples` sampled ones (at the adapter's training
+    temperature, no repetition controls, seeded: as training samples) or one greedy one (`PromptRewriter.rewrite`'s
+    defaults, as served).
+
+    The same `seed` for two policies draws the same random numbers, so identical policies give identical samples.
+    """
+    from policies.rewriter import extract_rewrite, generate_completions
+
+    if decoding == "greedy":
+        return [[r] for r in rewriter.rewrite(prompts)]
+    if decoding != "sampled":
+        raise ValueError(f"decoding must be sampled or greedy, got {decoding!r}.")
+    answers = generate_completions(
+        rewriter.model,
+        rewriter.tokenizer,
+        prompts,
+        max_new_tokens=rewriter.max_new_tokens,
+        temperature=rewriter.train_temperature,
+        seed=seed,
+        n=samples,
+        system_prompt=rewriter.system_prompt,
+        few_shot=rewriter.few_shot,
+    )
+    rewrites = [extract_rewrite(a) for a in answers]
+    return [rewrites[i * samples : (i + 1) * samples] for i in range(len(prompts))]
+
+
+def image_seeds(base_seed: int, prompts: list[str], k: int) -> list[list[int]]:
+    """The `k` image seeds of each prompt, shared by its original and all its rewrites (and by every block)."""
+    from rl.environment import crn_seed
+
+    return [[crn_seed(base_seed, p, None, s) for s in range(k)] for p in prompts]
+
+
+def image_pairs(
+    prompts: list[str], texts_a: list[list[str]], texts_b: list[list[str]], seeds: list[list[int]]
+) -> list[Pair]:
+    """(prompt, image of A, image of B) for every cell (prompt i, sample s) and image seed, cell by cell.
+
+    `texts_x[i]` holds the texts of prompt i's samples (the original: the prompt repeated); A and B share each seed.
+    """
+    pairs = []
+    for prompt, row_a, row_b, row_seeds in zip(prompts, texts_a, texts_b, seeds, strict=True):
+        for text_a, text_b in zip(row_a, row_b, strict=True):
+            pairs += [(prompt, (text_a, seed), (text_b, seed)) for seed in row_seeds]
+    return pairs
+
+
+def render_once(renderer, keys: Iterable[ImageKey]) -> dict:
+    """Render every distinct (text, seed) once, in one call: images depend on neither the block nor the scorer."""
+    unique = list(dict.fromkeys(keys))
+    return dict(zip(unique, renderer.render([t for t, _ in unique], [s for _, s in unique])))
+
+
+def truth_preferences(taste, pairs: list[Pair], images: dict, utilities: dict) -> list[float]:
+    """`ground_truth.preference` of every pair; each image's utility is measured once (cached in `utilities`, which
+    therefore belongs to this one taste)."""
+
+    def u(key: ImageKey) -> float:
+        if key not in utilities:
+            utilities[key] = ground_truth.utility(taste, images[key])
+        return utilities[key]
+
+    return [ground_truth.preference(u(a), u(b)) for _, a, b in pairs]
+
+
+def judge_preferences(pig, context, pairs: list[Pair], images: dict) -> list[float | None]:
+    """PIGReward's preference for A in every pair under `context` (both orders when so configured), one batch."""
+    comparisons = pig.compare(
+        [p for p, _, _ in pairs], [images[a] for _, a, _ in pairs], [images[b] for _, _, b in pairs], context
+    )
+    return [c.preference for c in comparisons]
+
+
+def build_renderer(pig_args: PigArguments, device: str):
+    """The renderer alone, configured as `rl.train_policy.build_reward_stack` does, for runs that load no judge."""
+    from rl.render import Renderer, RenderSettings
+
+    return Renderer(
+        RenderSettings(
+            model=pig_args.renderer_model,
+            device=pig_args.render_device if pig_args.render_device != "auto" else device,
+            dtype=pig_args.render_dtype,
+            num_inference_steps=pig_args.render_steps,
+            guidance_scale=pig_args.guidance_scale,
+            height=pig_args.image_size,
+            width=pig_args.image_size,
+            batch_size=pig_args.render_batch_size,
+        )
+    )
+
+
+def check_models_for(pig_args: PigArguments, judge: bool) -> None:
+    """Fail fast on a missing renderer, fidelity model, or (when judging) judge; the policy comes with the adapter."""
+    from reward.hub import check_models
+    from rl.train_policy import check_configured_models
+
+    if judge:
+        check_configured_models(pig_args)
+    else:
+        check_models({"renderer": pig_args.renderer_model, "fidelity": pig_args.fidelity_model})
+
+
+def free_accelerator_memory() -> None:
+    """Hand the policy's memory back before the renderer and the judge are loaded."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+def prompt_sets(user, eval_args: EvalArguments, sandbox: bool) -> dict[str, list[str]]:
+    """Set name -> prompts, as chosen by `--eval_prompts` / `--prompt_set`."""
+    if eval_args.eval_prompts:
+        return {"given": list(dict.fromkeys(eval_args.eval_prompts))}
+    wanted = PROMPT_SETS if eval_args.prompt_set == "both" else (eval_args.prompt_set,)
+    sets = {}
+    if "heldout" in wanted:
+        # HELDOUT_PROMPTS are the toy world's subjects; a real user's own unseen prompts are their held-out pairs'.
+        sets["heldout"] = (
+            list(ground_truth.HELDOUT_PROMPTS) if sandbox else list(dict.fromkeys(h.prompt for h in user.heldout))
+        )
+        if not sets["heldout"]:
+            raise ValueError(
+                f"User {user.user_id!r} has no held-out pairs, so no held-out prompts: pass --prompt_set training "
+                "or --eval_prompts."
+            )
+    if "training" in wanted:
+        sets["training"] = list(dict.fromkeys(user.training_prompts))
+    return sets
+
+
 def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     import torch
     from accelerate import PartialState
 
     from policies.rewriter import PromptRewriter, latest_adapter
-    from reward.reduction import mean_or_none
-    from reward.users import load_user
-    from rl.environment import crn_seed
-    from rl.tracking import image_grid
-    from rl.train_policy import build_reward_stack, check_configured_models
+    from reward.similarity import TextEmbedder
+    from reward.users import UserDataError, load_user
+    from rl.train_policy import build_reward_stack
 
     user = load_user(pig_args.user, pig_args.users_dir)
+    taste = ground_truth.taste_of(user)
+    if taste is None and not eval_args.judge:
+        raise UserDataError(
+            f"User {user.user_id!r} has no sandbox taste (a real user): with --judge false there is nothing to report."
+        )
     adapter = Path(eval_args.adapter) if eval_args.adapter else latest_adapter(user.user_id, pig_args.runs_dir)
-    prompts = eval_args.eval_prompts or list(
-        dict.fromkeys([*user.training_prompts, *(h.prompt for h in user.heldout)])
-    )
+    sets = prompt_sets(user, eval_args, sandbox=taste is not None)
+    decodings = DECODINGS if eval_args.decoding == "both" else (eval_args.decoding,)
+    blocks = [(name, decoding) for name in sets for decoding in decodings]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(eval_args.eval_out or Path(pig_args.runs_dir) / user.user_id / "eval" / adapter.parent.name)
-    check_configured_models(pig_args)  # the policy is the adapter's recorded base model
+    check_models_for(pig_args, eval_args.judge)
+    k, samples = eval_args.eval_images, eval_args.eval_samples
 
+    # 1. Rewrite: every block's prompts, by the adapter and by the base (the same model with the adapter disabled).
     rewriter = PromptRewriter(adapter, device=device)
-    texts = {"original": list(prompts), "adapter": rewriter.rewrite(prompts)}
-    with rewriter.model.disable_adapter():
-        texts["base"] = rewriter.rewrite(prompts)
+    texts: dict[tuple[str, str], dict[str, list[list[str]]]] = {}
+    for name, decoding in blocks:
+        prompts = sets[name]
+        n = samples if decoding == "sampled" else 1
+        texts[name, decoding] = {
+            "original": [[p] * n for p in prompts],
+            "adapter": rewrite_prompts(rewriter, prompts, decoding, samples, eval_args.eval_seed),
+        }
+        with rewriter.model.disable_adapter():
+            texts[name, decoding]["base"] = rewrite_prompts(rewriter, prompts, decoding, samples, eval_args.eval_seed)
     del rewriter
+    free_accelerator_memory()
 
-    pig, context, renderer, embedder = build_reward_stack(pig_args, user, device, PartialState())
-    k = eval_args.eval_images
-    seeds = [[crn_seed(eval_args.eval_seed, p, None, s) for s in range(k)] for p in prompts]
-    names = ("original", "base", "adapter")
-    flat = renderer.render(
-        [texts[n][i] for i in range(len(prompts)) for n in names for _ in range(k)],
-        [seeds[i][s] for i in range(len(prompts)) for _ in names for s in range(k)],
-    )
-    images = {n: [[None] * k for _ in prompts] for n in names}
-    it = iter(flat)
-    for i in range(len(prompts)):
-        for n in names:
-            for s in range(k):
-                images[n][i][s] = next(it)
+    # 2. Render every distinct (text, seed) of all blocks once.
+    if eval_args.judge:
+        pig, context, renderer, embedder = build_reward_stack(pig_args, user, device, PartialState())
+    else:
+        pig, context = None, None
+        renderer, embedder = build_renderer(pig_args, device), TextEmbedder(pig_args.fidelity_model, device=device)
+    seeds = {name: image_seeds(eval_args.eval_seed, prompts, k) for name, prompts in sets.items()}
+    all_pairs = {
+        (name, decoding, a, b): image_pairs(sets[name], t[a], t[b], seeds[name])
+        for (name, decoding), t in texts.items()
+        for a, b in COMPARISONS
+    }
+    images = render_once(renderer, (key for pairs in all_pairs.values() for _, *keys in pairs for key in keys))
 
-    results: dict = {"user": user.user_id, "adapter": str(adapter), "context_key": context.key, "prompts": []}
-    per_prompt = {f"{a}_vs_{b}": [] for a, b in COMPARISONS}
-    cells = [(i, s) for i in range(len(prompts)) for s in range(k)]
-    for a, b in COMPARISONS:
-        comps = pig.compare(
-            [prompts[i] for i, _ in cells],
-            [images[a][i][s] for i, s in cells],
-            [images[b][i][s] for i, s in cells],
-            context,
-        )
-        for i in range(len(prompts)):
-            per_prompt[f"{a}_vs_{b}"].append(mean_or_none(c.preference for c in comps[i * k : (i + 1) * k]))
-    fidelity = {n: embedder.similarity(texts[n], prompts) for n in ("base", "adapter")}
-    for i, p in enumerate(prompts):
-        results["prompts"].append(
+    # 3. Score every block: the truth (sandbox users) and the judge on the same image pairs, per cell, then summaries.
+    results: dict = {
+        "user": user.user_id,
+        "adapter": str(adapter),
+        "taste": None if taste is None else {"prefs": taste.prefs, "weights": taste.weights},
+        "context_key": None if context is None else context.key,
+        "blocks": [],
+    }
+    utilities: dict = {}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, decoding in blocks:
+        prompts, t = sets[name], texts[name, decoding]
+        n = len(t["adapter"][0])
+        cells = [{"prompt": p, "sample": s} for p in prompts for s in range(n)]
+        summary, warnings = {}, []
+        for a, b in COMPARISONS:
+            pairs = all_pairs[name, decoding, a, b]
+            truth = truth_preferences(taste, pairs, images, utilities) if taste is not None else None
+            judge = judge_preferences(pig, context, pairs, images) if pig is not None else None
+            comparison = f"{a}_vs_{b}"
+            summary[comparison] = comparison_summary(truth, judge, k, eval_args.bootstrap)
+            for view, values in (("judge", judge), ("ground_truth", truth)):
+                if values is not None:
+                    for cell, value in zip(cells, cell_means(values, k)):
+                        cell.setdefault(comparison, {})[view] = value
+            warning = precision_warning(f"{a} vs {b}", summary[comparison], greedy=decoding == "greedy")
+            if warning:
+                warnings.append(warning)
+        flat_prompts = [p for p in prompts for _ in range(n)]
+        for policy in ("base", "adapter"):
+            flat = [text for row in t[policy] for text in row]
+            fidelity = embedder.similarity(flat, flat_prompts)
+            summary[f"fidelity_{policy}"] = sum(fidelity) / len(fidelity)
+            for cell, text, value in zip(cells, flat, fidelity):
+                cell[policy], cell[f"fidelity_{policy}"] = text, value
+        grid = out / f"grid_{name}_{decoding}.png"
+        _save_grid(grid, prompts, t, seeds[name], images, cells[::n], k)
+        results["blocks"].append(
             {
-                "prompt": p,
-                "base": texts["base"][i],
-                "adapter": texts["adapter"][i],
-                **{name: values[i] for name, values in per_prompt.items()},
-                "fidelity_base": fidelity["base"][i],
-                "fidelity_adapter": fidelity["adapter"][i],
+                "prompt_set": name,
+                "decoding": decoding,
+                "prompts": len(prompts),
+                "samples": n,
+                "summary": summary,
+                "warnings": warnings,
+                "grid": grid.name,
+                "cells": cells,
             }
         )
-    summary = {}
-    for name, values in per_prompt.items():
-        decided = [v for v in values if v is not None]
-        summary[name] = {
-            "preference": sum(decided) / len(decided) if decided else None,
-            "ci95": bootstrap_mean(decided, eval_args.bootstrap),
-            "prompts_decided": len(decided),
-        }
-    for n in ("base", "adapter"):
-        summary[f"fidelity_{n}"] = sum(fidelity[n]) / len(prompts)
-    summary["judge"] = pig.pop_metrics()
-    results["summary"] = summary
-    results["settings"] = {"eval_images": k, "eval_seed": eval_args.eval_seed, "judge_model": pig_args.judge_model}
-
-    out.mkdir(parents=True, exist_ok=True)
+    results["judge_metrics"] = pig.pop_metrics() if pig is not None else None
+    results["settings"] = {
+        "eval_samples": samples,
+        "eval_images": k,
+        "eval_seed": eval_args.eval_seed,
+        "bootstrap": eval_args.bootstrap,
+        "judge_model": pig_args.judge_model if eval_args.judge else None,
+        "renderer_model": pig_args.renderer_model,
+        "tie_tolerance": ground_truth.TIE_TOLERANCE,
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    shown = min(k, 2)
-    rows = [[images[n][i][s] for s in range(shown) for n in names] for i in range(len(prompts))]
-    columns = ", ".join(names)
-    labels = [
-        f"{p} | adapter vs base {_fmt(per_prompt['adapter_vs_base'][i])} | columns: {columns}"
-        + (", then again with seed 2" if shown > 1 else "")
-        for i, p in enumerate(prompts)
-    ]
-    image_grid(rows, labels, cell=128).save(out / "grid.png")  # the rewrites' text is in results.json
     results["out"] = str(out)
     return results
 
 
+def _save_grid(path: Path, prompts, texts, seeds, images, first_cells, k: int) -> None:
+    """original | base | adapter (first sample) for each prompt, for the first two seeds; the texts are in results."""
+    from rl.tracking import image_grid
+
+    names, shown = ("original", "base", "adapter"), min(k, 2)
+    rows = [[images[texts[n][i][0], seeds[i][s]] for s in range(shown) for n in names] for i in range(len(prompts))]
+    labels = []
+    for prompt, cell in zip(prompts, first_cells):
+        scores = cell.get("adapter_vs_base", {})
+        views = " ".join(f"{view.replace('_', ' ')} {_fmt(value)}" for view, value in scores.items())
+        labels.append(
+            f"{prompt} | adapter vs base: {views} | columns: {', '.join(names)}" + (" x2 seeds" * (shown > 1))
+        )
+    image_grid(rows, labels, cell=128).save(path)
+
+
+# ------------------------------------------------------------------------------------------------------ report
 def _fmt(value: float | None) -> str:
     return "undecided" if value is None else f"{value:.2f}"
 
 
+def format_summary(summary: dict | None) -> str:
+    """`0.62 [0.55, 0.69] +-0.07` (mean, 95% interval, half-width), or `-`."""
+    if summary is None or summary["preference"] is None:
+        return "-"
+    ci = summary["ci95"]
+    if ci is None:
+        return f"{summary['preference']:.2f}"
+    return f"{summary['preference']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] +-{summary['half_width']:.2f}"
+
+
 def print_report(results: dict) -> None:
-    s = results["summary"]
-    print(f"user {results['user']}, adapter {results['adapter']}, {len(results['prompts'])} prompts")
-    print(f"{'comparison':22} {'preference':>10}  95% CI          prompts")
-    for a, b in COMPARISONS:
-        row = s[f"{a}_vs_{b}"]
-        ci = row["ci95"]
-        ci_text = f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
-        print(f"{a + ' vs ' + b:22} {_fmt(row['preference']):>10}  {ci_text:14}  {row['prompts_decided']}")
-    print(f"fidelity to the prompt: base {s['fidelity_base']:.3f}, adapter {s['fidelity_adapter']:.3f}")
-    print(f"written: {results['out']}/results.json, grid.png")
+    taste = results["taste"]
+    print(f"user {results['user']}, adapter {results['adapter']}")
+    print(f"true taste: {taste['prefs']} weights {taste['weights']}" if taste else "real user: judge only")
+    for block in results["blocks"]:
+        n, s, k = block["prompts"], block["samples"], results["settings"]["eval_images"]
+        print(f"\n[{block['prompt_set']} x {block['decoding']}] {n} prompts x {s} samples = {n * s} cells, ", end="")
+        print(f"{k} images each")
+        print(f"{'comparison':20} {'judge (95% CI)':28} {'ground truth (95% CI)':28} agreement")
+        for a, b in COMPARISONS:
+            row = block["summary"][f"{a}_vs_{b}"]
+            agreement = row.get("agreement")
+            print(
+                f"{a + ' vs ' + b:20} {format_summary(row.get('judge')):28} "
+                f"{format_summary(row.get('ground_truth')):28} {'-' if agreement is None else f'{agreement:.2f}'}"
+            )
+        summary = block["summary"]
+        print(
+            f"fidelity to the prompt: base {summary['fidelity_base']:.3f}, adapter {summary['fidelity_adapter']:.3f}"
+        )
+        for warning in block["warnings"]:
+            print(warning)
+    print(f"\nwritten: {results['out']}/results.json, grid_*.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,7 +73,10 @@ class SampleLogger:
                 pref, fid = batch.preference[i], batch.fidelity[i]
                 total = None if pref is None else pref + self.fidelity_weight * fid
                 rows.append(list(batch.rewrite_images[i]))
-                labels.append(f"pref={_fmt(pref)} fid={fid:.2f}: {batch.rewrites[i]}")
+                truth = f" truth={batch.ground_truth[i]:.2f}" if batch.ground_truth is not None else ""
+                labels.append(f"pref={_fmt(pref)}{truth} fid={fid:.2f}: {batch.rewrites[i]}")
+                if not batch.comparisons[i]:  # compare_to=group: no comparison with the original to show
+                    continue
                 comparison = batch.comparisons[i][0]
                 records.append(
                     dict(
@@ -85,6 +88,7 @@ class SampleLogger:
                         preference=pref,
                         fidelity=fid,
                         reward=total,
+                        ground_truth=batch.ground_truth[i] if batch.ground_truth is not None else None,
                         status_forward=comparison.forward.status,
                         status_backward=comparison.backward.status if comparison.backward is not None else None,
                         consistent=comparison.consistent,
@@ -147,3 +151,46 @@ def _side_by_side(a: Image.Image, b: Image.Image, cell: int = 128) -> Image.Imag
     out.paste(a.convert("RGB").resize((cell, cell), Image.NEAREST), (0, 0))
     out.paste(b.convert("RGB").resize((cell, cell), Image.NEAREST), (cell, 0))
     return out
+
+
+CURVES = (
+    ("rewards/preference/mean", "judge reward (preference)"),
+    ("reward/ground_truth", "ground truth: true preference over the original"),
+    ("reward/win_rate_vs_original", "judge: win rate vs the original"),
+    ("rewards/fidelity/mean", "fidelity gate (0 = faithful)"),
+)
+
+
+def learning_curve(history: list[dict], path: str | Path, title: str = "", window: int = 5) -> Path | None:
+    """Plot the judge's reward, the ground truth (sandbox users) and fidelity against the step (a moving average of
+    `window` logged steps over the raw points); `None` when the history holds none of them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    series = {}
+    for key, label in CURVES:
+        points = [(h["step"], h[key]) for h in history if h.get(key) is not None and "step" in h]
+        if points:
+            series[label] = np.asarray(points, dtype=float)
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, points in series.items():
+        (line,) = ax.plot(points[:, 0], points[:, 1], alpha=0.25)
+        k = min(window, len(points))
+        smooth = np.convolve(points[:, 1], np.ones(k) / k, mode="valid")
+        ax.plot(points[k - 1 :, 0], smooth, color=line.get_color(), label=label)
+    ax.axhline(0.5, color="grey", lw=0.5, ls="--")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("reward")
+    ax.set_title(f"learning curve {title}".strip())
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

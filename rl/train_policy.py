@@ -12,6 +12,7 @@ Reads top to bottom: parse -> load user -> build reward -> build dataset -> buil
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -145,6 +146,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
 
     from policies.rewriter import build_chat
     from reward.users import load_user
+    from rl import ground_truth
     from rl.environment import PersonalizedEnvironment
     from rl.tracking import SampleLogger
 
@@ -160,6 +162,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
 
     # 2. The reward: PIGReward (context built once, cached), the renderer, the fidelity embedder.
     pig, context, renderer, embedder = build_reward_stack(args, user, device, state)
+    taste = ground_truth.taste_of(user)  # sandbox users only: the truth is logged beside the reward, never used by it
     dpo = args.algorithm == "dpo"
     env = PersonalizedEnvironment(
         pig,
@@ -170,6 +173,9 @@ def build_trainer(args: PigArguments, training_args, model_args):
         images_per_prompt=args.images_per_prompt,
         seed=training_args.seed,
         seed_per_step=args.seed_per_step,
+        compare_to=args.compare_to,
+        fidelity_floor=args.fidelity_floor,
+        ground_truth=functools.partial(ground_truth.preferences, taste) if taste is not None else None,
         sample_logger=None
         if dpo
         else SampleLogger(out_dir, args.log_images_every, args.log_groups, args.fidelity_weight),
@@ -324,8 +330,14 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
             max_new_tokens=getattr(training_args, "max_completion_length", None) or args.dpo_max_new_tokens,
             trained_steps=trainer.state.global_step,
             trainer=args.algorithm,
+            temperature=getattr(training_args, "temperature", None) or args.dpo_temperature,
         ).save(adapter_dir)
         (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        from rl.tracking import learning_curve
+
+        curve = learning_curve(trainer.state.log_history, out_dir / "learning_curve.png", title=user.user_id)
+        if curve is not None:
+            print(f"[done] learning curve: {curve}")
         pointer = Path(args.runs_dir) / user.user_id / "LATEST"
         pointer.parent.mkdir(parents=True, exist_ok=True)
         pointer.write_text(os.path.relpath(adapter_dir.resolve(), pointer.parent.resolve()) + "\n")
@@ -351,14 +363,17 @@ def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
         groups = training_args.per_device_train_batch_size * state.num_processes // group_size
         when = "per step"
     images = groups * (group_size + 1) * args.images_per_prompt
-    judge_calls = groups * group_size * args.images_per_prompt * orders
+    pairs_per_group = {"original": group_size, "group": group_size * (group_size - 1) // 2}
+    pairs_per_group["both"] = pairs_per_group["original"] + pairs_per_group["group"]
+    judge_calls = groups * pairs_per_group[args.compare_to] * args.images_per_prompt * orders
     print(
         f"[plan] user={user.user_id} references={len(user.references)} training prompts={len(prompts)} "
         f"algorithm={args.algorithm}\n"
         f"[plan] policy={model_args.model_name_or_path} lora_r={model_args.lora_r} "
         f"renderer={args.renderer_model} judge={args.judge_model} ({args.judge_backend}, {args.judge_mode})\n"
         f"[plan] {when}: {groups} prompts x {group_size} rewrites, {images} images rendered, {judge_calls} judge "
-        f"calls; max_steps={training_args.max_steps}; reward = preference + {args.fidelity_weight} * fidelity\n"
+        f"calls; max_steps={training_args.max_steps}; reward = preference (vs {args.compare_to}) + "
+        f"{args.fidelity_weight} * min(0, similarity - {args.fidelity_floor})\n"
         f"[plan] output_dir={training_args.output_dir} (W&B mode: {os.environ.get('WANDB_MODE')})"
     )
 
@@ -386,6 +401,7 @@ def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None
         ("reward", "reward"),
         ("rewards/preference/mean", "preference"),
         ("rewards/fidelity/mean", "fidelity"),
+        ("reward/ground_truth", "ground truth (sandbox user's true preference over the original)"),
         ("rewards/margins", "DPO reward margin"),
         ("rewards/accuracies", "DPO chosen-over-rejected rate"),
     ):

@@ -198,38 +198,6 @@ def test_rewrite_command_on_trained_adapter(tiny_models, tmp_path):
     assert rows[0]["prompt"] == "a sun" and "rewrite" in rows[0] and "base_rewrite" in rows[0]
 
 
-def test_evaluate_policy_judges_adapter_base_and_original_with_shared_seeds(tiny_models, tmp_path):
-    """An untrained LoRA (B = 0) rewrites exactly like the base: with shared seeds and both orders, the judge must call
-    adapter vs base a tie to the last digit, whatever its position bias."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from policies.rewriter import AdapterInfo
-    from rl.evaluate_policy import main, parse_args
-
-    adapter = tmp_path / "adapter"
-    base = AutoModelForCausalLM.from_pretrained(tiny_models["policy"])
-    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
-    AutoTokenizer.from_pretrained(tiny_models["policy"]).save_pretrained(adapter)
-    AdapterInfo("demo", tiny_models["policy"], "Rewrite the prompt.", max_new_tokens=8).save(adapter)
-    argv = _tiny_argv(tiny_models, tmp_path, "--judge_mode", "score", "--adapter", str(adapter))
-    for trainer_flag in ("--model_name_or_path", "--max_completion_length"):  # the policy comes with the adapter
-        i = argv.index(trainer_flag)
-        argv = argv[:i] + argv[i + 2 :]
-    argv += ["--eval_prompts", "a sun", "a red kite", "--eval_images", "2", "--eval_out", str(tmp_path / "eval")]
-    assert parse_args(argv)[1].eval_prompts == ["a sun", "a red kite"]
-    assert main(argv) == 0
-    results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert [p["prompt"] for p in results["prompts"]] == ["a sun", "a red kite"]
-    assert all(p["adapter"] == p["base"] for p in results["prompts"])
-    summary = results["summary"]
-    assert summary["adapter_vs_base"]["preference"] == pytest.approx(0.5, abs=1e-9)
-    assert 0 <= summary["adapter_vs_original"]["preference"] <= 1 and summary["fidelity_adapter"] > 0
-    assert (tmp_path / "eval" / "grid.png").is_file()
-    with pytest.raises(SystemExit):
-        parse_args([*argv, "--num_generations", "4"])  # a trainer flag on the command line is an error here
-
-
 def test_cpu_yaml_matches_embedded_defaults(tmp_path):
     from rl.train_policy import parse_args
 

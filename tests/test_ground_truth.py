@@ -1,0 +1,134 @@
+"""Ground truth for sandbox users, the sandbox user format, and the prompt language shared by the renderer and the
+warm-start rewriter: pure logic, literal expectations."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from localmodels import world
+from localmodels.demo_user import SHIPPED_USERS, TRAINING_PROMPTS, parse_taste_spec
+from rl import ground_truth
+
+
+def test_preference_and_tie_tolerance():
+    assert ground_truth.preference(1.0, 0.5) == 1.0
+    assert ground_truth.preference(0.5, 1.0) == 0.0
+    assert ground_truth.preference(0.70, 0.69) == 0.5  # within 0.02: no preference
+    assert ground_truth.preference(0.70, 0.67) == 1.0
+    assert ground_truth.preference(0.3, 0.3, tol=0.0) == 0.5
+
+
+def test_utility_and_preferences_on_drawn_scenes():
+    taste = ground_truth.parse_taste({"prefs": {"palette": "warm"}, "weights": {"palette": 1.0}})
+    warm = world.draw_scene(world.Scene("sun", "warm", "bright", "sparse", 1))
+    cool = world.draw_scene(world.Scene("sun", "cool", "bright", "sparse", 1))
+    assert ground_truth.utility(taste, warm) > 0.9 and ground_truth.utility(taste, cool) < 0.1
+    assert ground_truth.preferences(taste, [warm, cool, warm], [cool, warm, warm]) == [1.0, 0.0, 0.5]
+    with pytest.raises(ValueError, match="as many"):
+        ground_truth.preferences(taste, [warm], [])
+
+
+def test_agreement_counts_only_pairs_both_decide():
+    # judge: 0.75 (A), 0.25 (B), None, 0.5 (tie), 1.0 (A); truth: A, A, A, B, tie
+    assert ground_truth.agreement([0.75, 0.25, None, 0.5, 1.0], [1.0, 1.0, 1.0, 0.0, 0.5]) == 0.5
+    assert ground_truth.agreement([None, 0.5], [1.0, 0.0]) is None
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"prefs": {"palette": "warm"}}, "exactly the keys"),
+        ({"prefs": {"colour": "warm"}, "weights": {"colour": 1}}, "not an axis and pole"),
+        ({"prefs": {"palette": "hot"}, "weights": {"palette": 1}}, "not an axis and pole"),
+        ({"prefs": {"palette": "warm"}, "weights": {"palette": 0}}, "positive number"),
+        ({"prefs": {"palette": "warm"}, "weights": {"light": 1}}, "same axes"),
+        ({"prefs": {}, "weights": {}}, "non-empty"),
+    ],
+)
+def test_bad_tastes_are_named(spec, message):
+    with pytest.raises(ValueError, match=message):
+        ground_truth.parse_taste(spec)
+
+
+def test_taste_spec_of_the_command_line():
+    taste = parse_taste_spec("palette=cool:1.0, light=dark")
+    assert taste.prefs == {"palette": "cool", "light": "dark"} and taste.weights == {"palette": 1.0, "light": 1.0}
+    with pytest.raises(ValueError, match="not a number"):
+        parse_taste_spec("palette=cool:x")
+
+
+def test_shipped_users_record_their_taste_and_differ(tmp_path):
+    from reward.users import UserDataError, load_user
+    from tests.conftest import REPO
+
+    tastes = {}
+    for user_id, (taste, _, _) in SHIPPED_USERS.items():
+        user = load_user(user_id, REPO / "users")
+        assert ground_truth.taste_of(user) == taste
+        assert user.training_prompts == TRAINING_PROMPTS
+        tastes[user_id] = tuple(sorted(taste.prefs.items()))
+    assert len(set(tastes.values())) == len(tastes)
+    assert ("palette", "cool") in tastes["nightowl"]  # one user against the warm lean of small chat models
+    data = json.loads((REPO / "users" / "demo" / "user.json").read_text())
+    data["sandbox"] = "warm please"
+    folder = tmp_path / "bad"
+    (folder / "images").mkdir(parents=True)
+    for ref in data["references"] + data["heldout"]:
+        for key in ("chosen", "rejected", "image_1", "image_2"):
+            if key in ref:
+                Image.open(REPO / "users" / "demo" / ref[key]).save(folder / ref[key])
+    (folder / "user.json").write_text(json.dumps(data))
+    with pytest.raises(UserDataError, match="'sandbox' must be an object"):
+        load_user(str(folder))
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def test_heldout_prompts_are_never_trained_on_and_carry_no_style():
+    style = {w for words in world.STYLE_WORDS.values() for w in words}
+    trained = {p.lower() for p in TRAINING_PROMPTS}
+    for prompt in ground_truth.HELDOUT_PROMPTS:
+        assert prompt.lower() not in trained
+        assert not _words(prompt) & style, prompt
+        assert world.parse_caption(prompt)["subject"] in world.SUBJECTS, prompt
+    # every subject is asked for in at least one held-out prompt
+    assert {world.parse_caption(p)["subject"] for p in ground_truth.HELDOUT_PROMPTS} == set(world.SUBJECTS)
+
+
+def test_filler_phrases_carry_no_cue_and_rich_captions_name_what_they_show():
+    style = {w for words in world.STYLE_WORDS.values() for w in words}
+    subjects = set(world.SUBJECTS) | {s + "s" for s in world.SUBJECTS}
+    for phrase in world.FILLER_PHRASES:
+        assert not _words(phrase) & (style | subjects), phrase
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scene = world.sample_scene(rng)
+        parsed = world.parse_caption(world.rich_caption(scene, rng, distractors=["harbour", "velvet"]))
+        assert parsed["subject"] == scene.subject
+        for axis in world.AXES:
+            assert parsed[axis] in (None, getattr(scene, axis))  # a named pole is always the scene's pole
+
+
+def test_warm_start_corpus_is_balanced_and_excludes_eval_prompts():
+    from localmodels.rewriter_sft import sft_corpus
+
+    rows = sft_corpus(600, seed=0, exclude={*TRAINING_PROMPTS, *ground_truth.HELDOUT_PROMPTS})
+    sources = {r["prompt"][-1]["content"].lower() for r in rows}
+    assert not sources & {p.lower() for p in (*TRAINING_PROMPTS, *ground_truth.HELDOUT_PROMPTS)}
+    counts = {key: 0 for key in world.STYLE_WORDS}
+    for r in rows:
+        target = r["completion"][0]["content"]
+        assert target.startswith(r["prompt"][-1]["content"])  # the prompt is kept, style follows
+        parsed = world.parse_caption(target)
+        for axis in world.AXES:
+            if parsed[axis]:
+                counts[(axis, parsed[axis])] += 1
+    for axis, (a, b) in world.AXES.items():  # generic: neither pole of any axis is favoured
+        assert abs(counts[(axis, a)] - counts[(axis, b)]) < 0.15 * (counts[(axis, a)] + counts[(axis, b)])
