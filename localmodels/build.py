@@ -29,8 +29,8 @@ RECIPES = {
     "smollm2-135m-instruct": "gguf-q4_1-to-fp32-v1",
     "smollm2-rewriter": "generic-rewriter-sft-v1",
     "all-MiniLM-L6-v2": "wheel-link-v1",
-    "tiny-sd": "toy-world-renderer-v2-rich-prompts-curriculum",
-    "tiny-pigreward": "toy-world-distilled-v2",
+    "tiny-sd": "toy-world-renderer-v2-rich-prompts-32",
+    "tiny-pigreward": "toy-world-distilled-v2-softened-scenes",
     "tiny-random": "random-v1",
     "tiny-clip": "toy-world-clip-v1",
 }
@@ -88,11 +88,10 @@ def build_renderer(folder: Path, minutes: float | None) -> dict:
     return train_renderer(str(folder), seed=0, max_minutes=minutes, overwrite=True)
 
 
-def build_judge(folder: Path, renderer_dir: Path, steps: int) -> dict:
+def build_judge(folder: Path, steps: int) -> dict:
     from localmodels import judge_model
 
-    extra = _renderer_samples(renderer_dir) if renderer_dir.is_dir() else None
-    return judge_model.train(folder, steps=steps, extra_images=extra)
+    return judge_model.train(folder, steps=steps, extra_images=_softened_scenes())
 
 
 def build_clip(folder: Path) -> dict:
@@ -107,26 +106,25 @@ def build_tiny(folder: Path) -> dict:
     return build_tiny_models(folder)
 
 
-def _renderer_samples(renderer_dir: Path, n: int = 512) -> list:
-    """Renderer outputs for the judge's training pairs, so it learns on the images it will judge (half from short
-    captions, half from prompts of real length like the policy's rewrites)."""
+def _softened_scenes(n: int = 1024, seed: int = 123) -> list:
+    """Drawn scenes softened like a small diffusion model's outputs (blur, noise), for the judge's training pairs.
+
+    The judge has to read rendered images, which are softer than drawn ones. These stand in for renderer samples so
+    the judge's build does not depend on the renderer's weights (both builds stay reproducible on their own, and can
+    run side by side); the teacher labels them from their own pixels like any other image.
+    """
     import numpy as np
-    import torch
-    from diffusers import AutoPipelineForText2Image
+    from PIL import Image, ImageFilter
 
     from localmodels import world
 
-    pipe = AutoPipelineForText2Image.from_pretrained(str(renderer_dir))
-    pipe.set_progress_bar_config(disable=True)
-    rng = np.random.default_rng(123)
-    prompts = [
-        (world.caption if i % 2 else world.rich_caption)(world.sample_scene(rng), rng, p_style=0.6) for i in range(n)
-    ]
+    rng = np.random.default_rng(seed)
     images = []
-    for start in range(0, n, 32):
-        chunk = prompts[start : start + 32]
-        gens = [torch.Generator().manual_seed(start + i) for i in range(len(chunk))]
-        images += pipe(prompt=chunk, generator=gens, num_inference_steps=15, guidance_scale=4.0).images
+    for _ in range(n):
+        image = world.draw_scene(world.sample_scene(rng), 32).filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.2)))
+        noise = rng.normal(0.0, rng.uniform(0.0, 8.0), size=(32, 32, 3))
+        pixels = np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+        images.append(Image.fromarray(pixels, mode="RGB"))
     return images
 
 
@@ -146,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         "smollm2-rewriter": lambda f: build_rewriter(f, root / "smollm2-135m-instruct"),
         "all-MiniLM-L6-v2": lambda f: build_minilm(f),
         "tiny-sd": lambda f: build_renderer(f, args.renderer_minutes),
-        "tiny-pigreward": lambda f: build_judge(f, root / "tiny-sd", args.judge_steps),
+        "tiny-pigreward": lambda f: build_judge(f, args.judge_steps),
         "tiny-random": lambda f: build_tiny(f),
         "tiny-clip": lambda f: build_clip(f),
     }

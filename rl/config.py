@@ -46,7 +46,7 @@ class PigArguments:
     )
     render_batch_size: int = field(default=16, metadata={"help": "Images per pipeline call."})
     images_per_prompt: int = field(
-        default=1,
+        default=2,
         metadata={
             "help": "Image slots per prompt. Images rendered per step = prompts per step * (num_generations + 1) * "
             "images_per_prompt; judge calls = 2 * completions * images_per_prompt with judge_both_orders."
@@ -102,7 +102,7 @@ class PigArguments:
         metadata={"help": "Sentence encoder for prompt fidelity (sentence-transformers/all-MiniLM-L6-v2 or folder)."},
     )
     compare_to: str = field(
-        default="original",
+        default="group",
         metadata={
             "help": "What each rewrite's image is judged against: original (the plain prompt's image, same seed), "
             "group (every other rewrite of its group: round-robin win rate), or both (mean of the two win rates). "
@@ -182,7 +182,9 @@ CPU_DEFAULTS = dict(
     bf16=False,
     use_cpu=True,
     gradient_checkpointing=False,
-    learning_rate=1e-4,
+    # LoRA wants 10-100x TRL's full-fine-tuning default (1e-6); at 1e-4 the policy had not moved after 24 steps even
+    # with a perfect judge, at 5e-4 it learned its user in 40 (docs LEARNING.md; README "What the default run does").
+    learning_rate=5e-4,
     num_generations=4,
     per_device_train_batch_size=8,
     gradient_accumulation_steps=1,
@@ -194,7 +196,7 @@ CPU_DEFAULTS = dict(
     # Group-wise std scaling turns the tiny reward differences of a group that ties into full-size advantages
     # ("illusory advantage", docs LEARNING.md); batch-wise scaling keeps a tied group's advantages small.
     scale_rewards="batch",
-    max_steps=20,
+    max_steps=60,
     logging_steps=1,
     save_strategy="no",
     report_to=["wandb"],

@@ -150,7 +150,7 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
 
     from policies.rewriter import AdapterInfo, PromptRewriter, latest_adapter
     from reward.users import UserDataError, load_user
-    from rl.evaluate_policy import build_renderer
+    from rl.render import Renderer
     from rl.train_policy import build_reward_stack
 
     users = [load_user(u, pig_args.users_dir) for u in args.users]
@@ -198,7 +198,7 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     if args.judge:
         pig, first_context, renderer, _ = build_reward_stack(pig_args, users[0], device, PartialState())
     else:
-        pig, first_context, renderer = None, None, build_renderer(pig_args, device)
+        pig, first_context, renderer = None, None, Renderer.from_args(pig_args, device)
     images = render_once(renderer, (key for ps in pairs.values() for _, *keys in ps for key in keys))
     del renderer
     free_accelerator_memory()

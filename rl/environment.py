@@ -202,18 +202,18 @@ class PersonalizedEnvironment:
         }[self.compare_to]
         similarity = self.embedder.similarity(rewrites, originals)
         fidelity = [min(0.0, s - self.fidelity_floor) for s in similarity]
-        truth = None
-        if self.ground_truth is not None:  # the sandbox user's true preference over the original (logged only)
+        truth = judged_truth = None
+        if self.ground_truth is not None:  # the sandbox user's truth: logged beside the reward, never part of it
+            # One call: each rewrite's images vs its original's (the monitor), then every pair the judge saw.
+            n_monitor = len(rewrites) * self.images_per_prompt
             flat = self.ground_truth(
-                [rewrite_images[i][k] for i in range(len(rewrites)) for k in slots],
-                [
-                    original_images[split_start(i, self.num_generations)][k]
-                    for i in range(len(rewrites))
-                    for k in slots
-                ],
+                [rewrite_images[i][k] for i in range(len(rewrites)) for k in slots] + images_a,
+                [original_images[split_start(i, self.num_generations)][k] for i in range(len(rewrites)) for k in slots]
+                + images_b,
             )
             n = self.images_per_prompt
             truth = [sum(flat[i * n : (i + 1) * n]) / n for i in range(len(rewrites))]
+            judged_truth = flat[n_monitor:]
         result = BatchResult(
             step,
             originals,
@@ -242,11 +242,9 @@ class PersonalizedEnvironment:
                 metrics["reward/win_rate_vs_original"] = sum(win_original) / len(win_original)
             if truth is not None:
                 metrics["reward/ground_truth"] = sum(truth) / len(truth)
-                if self.compare_to != "group":  # the judge's verdicts on exactly the pairs the truth scored
-                    judged = [c.preference for comps in vs_original for c in comps]
-                    agree = agreement(judged, flat)
-                    if agree is not None:
-                        metrics["judge/ground_truth_agreement"] = agree
+                agree = agreement([c.preference for c in comparisons], judged_truth)  # on the pairs judged
+                if agree is not None:
+                    metrics["judge/ground_truth_agreement"] = agree
             for name, value in metrics.items():
                 log_metric(name, value)
         if self.sample_logger is not None:

@@ -284,24 +284,6 @@ def judge_preferences(pig, context, pairs: list[Pair], images: dict) -> list[flo
     return [c.preference for c in comparisons]
 
 
-def build_renderer(pig_args: PigArguments, device: str):
-    """The renderer alone, configured as `rl.train_policy.build_reward_stack` does, for runs that load no judge."""
-    from rl.render import Renderer, RenderSettings
-
-    return Renderer(
-        RenderSettings(
-            model=pig_args.renderer_model,
-            device=pig_args.render_device if pig_args.render_device != "auto" else device,
-            dtype=pig_args.render_dtype,
-            num_inference_steps=pig_args.render_steps,
-            guidance_scale=pig_args.guidance_scale,
-            height=pig_args.image_size,
-            width=pig_args.image_size,
-            batch_size=pig_args.render_batch_size,
-        )
-    )
-
-
 def check_models_for(pig_args: PigArguments, judge: bool) -> None:
     """Fail fast on a missing renderer, fidelity model, or (when judging) judge; the policy comes with the adapter."""
     from reward.hub import check_models
@@ -353,6 +335,7 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     from policies.rewriter import PromptRewriter, latest_adapter
     from reward.similarity import TextEmbedder
     from reward.users import UserDataError, load_user
+    from rl.render import Renderer
     from rl.train_policy import build_reward_stack
 
     user = load_user(pig_args.user, pig_args.users_dir)
@@ -390,7 +373,7 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
         pig, context, renderer, embedder = build_reward_stack(pig_args, user, device, PartialState())
     else:
         pig, context = None, None
-        renderer, embedder = build_renderer(pig_args, device), TextEmbedder(pig_args.fidelity_model, device=device)
+        renderer, embedder = Renderer.from_args(pig_args, device), TextEmbedder(pig_args.fidelity_model, device=device)
     seeds = {name: image_seeds(eval_args.eval_seed, prompts, k) for name, prompts in sets.items()}
     all_pairs = {
         (name, decoding, a, b): image_pairs(sets[name], t[a], t[b], seeds[name])

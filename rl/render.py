@@ -64,6 +64,22 @@ class Renderer:
         self.seconds = 0.0
         self._warned_truncation = False
 
+    @classmethod
+    def from_args(cls, args, device: str) -> Renderer:
+        """The renderer a training config describes (`rl.config.PigArguments`'s render keys; `device` for "auto")."""
+        return cls(
+            RenderSettings(
+                model=args.renderer_model,
+                device=args.render_device if args.render_device != "auto" else device,
+                dtype=args.render_dtype,
+                num_inference_steps=args.render_steps,
+                guidance_scale=args.guidance_scale,
+                height=args.image_size,
+                width=args.image_size,
+                batch_size=args.render_batch_size,
+            )
+        )
+
     def _count_truncated(self, prompts: list[str]) -> int:
         """How many prompts exceed the text encoder's window (the pipeline keeps only its first tokens)."""
         tokenizer = getattr(self.pipe, "tokenizer", None)

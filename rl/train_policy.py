@@ -262,7 +262,7 @@ def build_reward_stack(args: PigArguments, user, device: str, state):
     from reward.backends import GenerationSettings
     from reward.pigreward import JudgeSettings, PIGReward
     from reward.similarity import TextEmbedder
-    from rl.render import Renderer, RenderSettings
+    from rl.render import Renderer
 
     pig = PIGReward.from_names(
         judge=args.judge_model,
@@ -296,18 +296,7 @@ def build_reward_stack(args: PigArguments, user, device: str, state):
         print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id}):")
         for r in context.rationales:
             print(f"  {r.reference_index}. {r.text}")
-    renderer = Renderer(
-        RenderSettings(
-            model=args.renderer_model,
-            device=args.render_device if args.render_device != "auto" else device,
-            dtype=args.render_dtype,
-            num_inference_steps=args.render_steps,
-            guidance_scale=args.guidance_scale,
-            height=args.image_size,
-            width=args.image_size,
-            batch_size=args.render_batch_size,
-        )
-    )
+    renderer = Renderer.from_args(args, device)
     embedder = TextEmbedder(args.fidelity_model, device=device)
     return pig, context, renderer, embedder
 

@@ -132,3 +132,18 @@ def test_warm_start_corpus_is_balanced_and_excludes_eval_prompts():
                 counts[(axis, parsed[axis])] += 1
     for axis, (a, b) in world.AXES.items():  # generic: neither pole of any axis is favoured
         assert abs(counts[(axis, a)] - counts[(axis, b)]) < 0.15 * (counts[(axis, a)] + counts[(axis, b)])
+
+
+def test_diagnosis_sources_and_sample_report():
+    from rl.diagnose import sample_report, taste_rewrite
+
+    taste = ground_truth.parse_taste(
+        {"prefs": {"palette": "warm", "layout": "sparse"}, "weights": {"palette": 1, "layout": 1}}
+    )
+    assert taste_rewrite("a sun", taste) == "a sun, warm, minimal"
+    assert taste_rewrite("a sun", taste, against=True) == "a sun, cool, busy"
+    report = sample_report(
+        ["a sun", "a kite", "a box", "a box"], ["a sun, icy", "a kite", "a ball, dark", "a box, dark"]
+    )
+    assert report["subject_kept"] == 0.75 and report["names_a_style_cue"] == 0.75
+    assert report["mean_words"] == 11 / 4 and report["distinct"] == 1.0
