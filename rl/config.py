@@ -102,7 +102,7 @@ class PigArguments:
         metadata={"help": "Sentence encoder for prompt fidelity (sentence-transformers/all-MiniLM-L6-v2 or folder)."},
     )
     compare_to: str = field(
-        default="group",
+        default="both",
         metadata={
             "help": "What each rewrite's image is judged against: original (the plain prompt's image, same seed), "
             "group (every other rewrite of its group: round-robin win rate), or both (mean of the two win rates). "
