@@ -196,7 +196,7 @@ CPU_DEFAULTS = dict(
     # Group-wise std scaling turns the tiny reward differences of a group that ties into full-size advantages
     # ("illusory advantage", docs LEARNING.md); batch-wise scaling keeps a tied group's advantages small.
     scale_rewards="batch",
-    max_steps=60,
+    max_steps=40,
     logging_steps=1,
     save_strategy="no",
     report_to=["wandb"],
