@@ -196,7 +196,10 @@ CPU_DEFAULTS = dict(
     # Group-wise std scaling turns the tiny reward differences of a group that ties into full-size advantages
     # ("illusory advantage", docs LEARNING.md); batch-wise scaling keeps a tied group's advantages small.
     scale_rewards="batch",
-    max_steps=40,
+    # Each judged batch is used for two optimizer steps (PPO-style ratio clipping then matters, as in Promptist's 4
+    # epochs per batch): 80 steps = 40 judged batches, about the judge cost of 40 single-pass steps.
+    num_iterations=2,
+    max_steps=80,
     logging_steps=1,
     save_strategy="no",
     report_to=["wandb"],

@@ -23,9 +23,10 @@ mean over cells with a 95% bootstrap interval (the cell is the resampled unit) a
 truth on the same image pairs. 0.5 means "no better".
 
 Precision. A cell's preference has a standard deviation of at most 0.5, about 0.25 when its images disagree
-independently, so the interval's half-width is about 1.96 * sd / sqrt(cells): 24 held-out prompts x 4 samples = 96
-cells of 4 images give about +-0.05 (the defaults). A wider ground-truth interval is flagged. The cells of one prompt
-share the original's images, so the interval is, if anything, a little optimistic.
+independently, so the interval's half-width is about 1.96 * sd / sqrt(cells). Measured on trained adapters, 24
+held-out prompts x 4 samples (96 cells of 4 images) gave +-0.07 on the ground truth (cells spread more than 0.25), so
+the default is 8 samples: 192 cells, +-0.02 to +-0.06. A wider ground-truth interval is flagged. The cells of one
+prompt share the original's images, so the interval is, if anything, a little optimistic.
 
 Writes `results.json` and one `grid_<set>_<decoding>.png` per block (original | base | adapter per prompt) under
 `--eval_out` (default `runs/<user>/eval/<adapter's run>`). Judge, renderer and models come from training's config keys.
@@ -63,7 +64,7 @@ class SamplingArguments:
         default=None, metadata={"help": "Prompts to rewrite, instead of the prompt sets (one set named 'given')."}
     )
     eval_samples: int = field(
-        default=4,
+        default=8,
         metadata={
             "help": "Sampled rewrites per prompt (training temperature, seeded). A (prompt, sample) cell is "
             "the bootstrap's unit: cells = prompts * eval_samples (greedy: prompts)."

@@ -32,9 +32,9 @@ def test_summarize_mean_interval_and_half_width():
     assert half_width((0.4, 0.6)) == pytest.approx(0.1) and half_width(None) is None
 
 
-def test_default_design_resolves_about_five_points():
-    """24 prompts x 4 samples = 96 cells whose preferences spread with sd 0.25 (half the cells 0.25, half 0.75):
-    1.96 * 0.25 / sqrt(96) = 0.050, the precision the defaults are chosen for."""
+def test_bootstrap_half_width_matches_the_normal_approximation():
+    """96 cells whose preferences spread with sd 0.25 (half the cells 0.25, half 0.75): 1.96 * 0.25 / sqrt(96) = 0.050.
+    (Trained adapters' cells spread more, hence 8 samples per prompt by default: see rl/evaluate_policy.py.)"""
     from rl.evaluate_policy import summarize
 
     summary = summarize([0.25, 0.75] * 48, resamples=4000)
