@@ -171,7 +171,10 @@ def test_cli_smoke_accelerate_launch(tiny_models, tmp_path):
     run_dir = adapter.parent / "wandb"
     rows = read_history(run_dir)
     rewards = [r["train/reward"] for r in rows if "train/reward" in r]
-    assert len(rewards) == 2 and all(isinstance(x, float) for x in rewards)
+    # One reward row per judged batch: each batch serves num_iterations (2) optimizer steps, so 2 steps log one.
+    from rl.config import CPU_DEFAULTS
+
+    assert len(rewards) == 2 // CPU_DEFAULTS["num_iterations"] and all(isinstance(x, float) for x in rewards)
     assert any("train/rewards/fidelity/mean" in r for r in rows)
     assert any("train/judge/verdicts" in r for r in rows)
     assert any(r.get("samples/grid/_type") == "image-file" for r in rows)
