@@ -36,16 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2
-    try:
-        return commands[argv[0]](argv[1:]) or 0
-    except Exception as err:
-        from reward.hub import ModelUnavailableError
-        from reward.users import UserDataError
+    return run(commands[argv[0]], argv[1:])
 
-        if isinstance(err, (ModelUnavailableError, UserDataError, FileNotFoundError)):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+
+def run(command, argv: list[str] | None = None) -> int:
+    """Run a command's `main(argv)`; the known failures (missing model, bad user data, missing file) become one line
+    on stderr and exit status 2, anything else keeps its traceback. Shared by `pig` and the scripts' `__main__`."""
+    from reward.hub import ModelUnavailableError
+    from reward.users import UserDataError
+
+    try:
+        return command(argv) or 0
+    except (ModelUnavailableError, UserDataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def _evaluate(argv: list[str]) -> int:

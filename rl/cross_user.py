@@ -352,11 +352,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from reward.hub import ModelUnavailableError
-    from reward.users import UserDataError
+    from rl.cli import run
 
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, ModelUnavailableError, UserDataError) as err:  # a clear line for the known failures
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run(main))

@@ -200,4 +200,6 @@ def print_report(report: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rl.cli import run
+
+    sys.exit(run(main))
