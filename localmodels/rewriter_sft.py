@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -159,6 +158,8 @@ def train(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from localmodels.smollm2 import save_atomically
+
     started = time.time()
     before = torch.get_num_threads()
     if num_threads is not None:
@@ -200,15 +201,7 @@ def train(
         )
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        merged = trainer.model.merge_and_unload()
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        save_atomically(trainer.model.merge_and_unload(), tokenizer, out)
         shutil.rmtree(work, ignore_errors=True)
     finally:
         torch.set_num_threads(before)

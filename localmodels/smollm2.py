@@ -47,6 +47,13 @@ def convert(out: str | Path) -> Path:
     if config.tie_word_embeddings:
         model.tie_weights()
     model.generation_config = quantised.generation_config
+    return save_atomically(model, tokenizer, out)
+
+
+def save_atomically(model, tokenizer, out: str | Path) -> Path:
+    """`save_pretrained` the model and tokenizer into a folder beside `out`, then swap it in: an interrupted save
+    leaves at most a hidden temporary folder, never a half-written model at `out`."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     model.save_pretrained(tmp)
