@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+COMPARE_TO = ("original", "group", "both")
+"""What each rewrite's image is judged against (see `rl.environment`)."""
+
 
 @dataclass
 class PigArguments:
@@ -159,8 +162,8 @@ class PigArguments:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.fidelity_weight < 0:
             raise ValueError(f"fidelity_weight must be >= 0, got {self.fidelity_weight}.")
-        if self.compare_to not in ("original", "group", "both"):
-            raise ValueError(f"compare_to must be 'original', 'group' or 'both', got {self.compare_to!r}.")
+        if self.compare_to not in COMPARE_TO:
+            raise ValueError(f"compare_to must be one of {COMPARE_TO}, got {self.compare_to!r}.")
         if not -1.0 <= self.fidelity_floor <= 1.0:
             raise ValueError(f"fidelity_floor is a cosine similarity in [-1, 1], got {self.fidelity_floor}.")
 

@@ -36,10 +36,9 @@ from reward.context import UserContext
 from reward.pigreward import Comparison, PIGReward
 from reward.reduction import split_groups
 from reward.similarity import TextEmbedder
+from rl.config import COMPARE_TO
 from rl.ground_truth import agreement
 from rl.render import Renderer
-
-COMPARE_TO = ("original", "group", "both")
 
 
 def crn_seed(base_seed: int, prompt: str, step: int | None, slot: int) -> int:
@@ -67,12 +66,6 @@ class BatchResult:
 def split_start(index: int, group_size: int) -> int:
     """Index of the first completion of the group that holds completion `index` (TRL lays groups out back to back)."""
     return index - index % group_size
-
-
-def _mean_tie(values) -> float:
-    """Mean preference, an undecided (`None`) comparison counting as a tie."""
-    values = [0.5 if v is None else v for v in values]
-    return sum(values) / len(values) if values else 0.5
 
 
 class PersonalizedEnvironment:
@@ -182,6 +175,7 @@ class PersonalizedEnvironment:
 
         # 3. Reduce: win rates per rewrite; an undecided comparison is a tie (0.5), counted.
         vs_original: list[list[Comparison]] = [[] for _ in rewrites]
+        won_original: list[list[float]] = [[] for _ in rewrites]
         vs_group: list[list[float]] = [[] for _ in rewrites]
         undecided = 0
         for (i, j, _), comparison in zip(pairs, comparisons):
@@ -190,11 +184,11 @@ class PersonalizedEnvironment:
             p = 0.5 if p is None else p
             if j is None:
                 vs_original[i].append(comparison)
+                won_original[i].append(p)
             else:
                 vs_group[i].append(p)
                 vs_group[j].append(1.0 - p)
-        win_original = [_mean_tie(c.preference for c in comps) for comps in vs_original]
-        win_group = [sum(v) / len(v) if v else 0.5 for v in vs_group]
+        win_original, win_group = ([sum(v) / len(v) if v else 0.5 for v in wins] for wins in (won_original, vs_group))
         preference = {
             "original": win_original,
             "group": win_group,
