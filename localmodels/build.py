@@ -29,7 +29,7 @@ RECIPES = {
     "smollm2-135m-instruct": "gguf-q4_1-to-fp32-v1",
     "smollm2-rewriter": "generic-rewriter-sft-v1",
     "all-MiniLM-L6-v2": "wheel-link-v1",
-    "tiny-sd": "toy-world-renderer-v2-rich-prompts-32",
+    "tiny-sd": "toy-world-renderer-v3-edge-vae-refined",
     "tiny-pigreward": "toy-world-distilled-v2-softened-scenes",
     "tiny-random": "random-v1",
     "tiny-clip": "toy-world-clip-v1",

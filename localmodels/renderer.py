@@ -408,6 +408,7 @@ def train_autoencoder(
     budget_s: float,
     batch_size: int = 16,
     learning_rate: float = 3e-3,
+    edge_weight: float = 1.0,
     generator: torch.Generator,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -415,7 +416,11 @@ def train_autoencoder(
 
     Trained as a near-deterministic autoencoder: the decoder sees the posterior mean, and a tiny KL term only keeps
     the latents bounded; their scale is normalised afterwards through `scaling_factor` (1 / std of the latents), as
-    Stable Diffusion does. Loss: MSE + L1 in [-1, 1] pixel space (L1 keeps the small shapes of busy scenes sharper).
+    Stable Diffusion does. Loss: MSE + L1 in [-1, 1] pixel space (L1 keeps the small shapes of busy scenes sharper)
+    + `edge_weight` x L1 between the images' neighbouring-pixel differences. Without that edge term the
+    reconstructions of flat sparse scenes carried faint ripples that raised their measured clutter from 0.37 to 0.49
+    (busy: 0.61 to 0.62), blurring the layout axis for every model downstream; with it, 0.44 (2500 steps, measured
+    here).
 
     Args:
         vae (`AutoencoderKL`): Trained in place.
@@ -425,6 +430,7 @@ def train_autoencoder(
         batch_size (`int`, *optional*, defaults to 16): Images per step (small batches and more steps learned
             faster here than large ones in the same time).
         learning_rate (`float`, *optional*, defaults to 3e-3): Peak AdamW learning rate.
+        edge_weight (`float`, *optional*, defaults to 1.0): Weight of the edge term (0 leaves it out).
         generator (`torch.Generator`): Draws the batches.
         progress (`bool`, *optional*, defaults to `True`): Show a progress bar.
 
@@ -441,6 +447,9 @@ def train_autoencoder(
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.mode()).sample
         recon_loss = F.mse_loss(reconstruction, x) + F.l1_loss(reconstruction, x)
+        if edge_weight:
+            for dim in (-2, -1):
+                recon_loss = recon_loss + edge_weight * F.l1_loss(reconstruction.diff(dim=dim), x.diff(dim=dim))
         kl = posterior.kl().mean() / posterior.mean[0].numel()
         optimizer.zero_grad(set_to_none=True)
         (recon_loss + 1e-6 * kl).backward()
@@ -492,6 +501,7 @@ def train_denoiser(
     text_encoder_lr_scale: float = 0.1,
     seed: int = 0,
     progress: bool = True,
+    phase: str = "unet",
 ) -> dict[str, Any]:
     """Trains the pipeline's UNet (and optionally its text encoder) with the diffusion loss on scaled latents.
 
@@ -530,9 +540,10 @@ def train_denoiser(
             the rate learned all three axes in the same number of steps (measured here).
         seed (`int`, *optional*, defaults to 0): Seed of batches, noise, timesteps and captions.
         progress (`bool`, *optional*, defaults to `True`): Show a progress bar.
+        phase (`str`, *optional*, defaults to `"unet"`): Name of the phase in the progress bar and the report keys.
 
     Returns:
-        `dict[str, Any]`: `unet_steps`, `unet_seconds`, `unet_time_limited`, `unet_final_loss`.
+        `dict[str, Any]`: `{phase}_steps`, `{phase}_seconds`, `{phase}_time_limited`, `{phase}_final_loss`.
     """
     import torch
     import torch.nn.functional as F
@@ -592,7 +603,7 @@ def train_denoiser(
 
     unet.train()
     report = _run_phase(
-        "unet",
+        phase,
         step_fn,
         optimizers,
         steps=steps,
@@ -638,7 +649,7 @@ def train_renderer(
     max_minutes: float | None = None,
     progress: bool = True,
     num_scenes: int = 12_000,
-    vae_steps: int = 700,
+    vae_steps: int = 2500,
     unet_steps: int = 4000,
     unet_learning_rate: float = 1e-3,
     vae_fraction: float = 0.25,
@@ -647,11 +658,13 @@ def train_renderer(
     bpe_path: str | os.PathLike | None = None,
     model_max_length: int = 32,
     short_fraction: float = 0.5,
+    refine_steps: int = 1500,
 ) -> dict[str, Any]:
     """Trains the tiny pipeline on the toy world and saves it with `save_pretrained(out_dir)`.
 
     Phases: draw `num_scenes` scenes; train the autoencoder (`train_autoencoder`); encode the scenes; train the UNet
-    and text encoder (`train_denoiser`); save. The model is saved into a temporary folder beside `out_dir` and
+    and text encoder (`train_denoiser`), first on short captions then on a mix with prompts of real length; refine
+    them on prompts of real length (a second `train_denoiser` phase at a lower rate); save. The model is saved into a temporary folder beside `out_dir` and
     renamed into place at the end, so an interrupted run leaves no half-written model at `out_dir`.
 
     Determinism and time: by default (`max_minutes=None`) the run is defined by its steps and seeds alone, so every
@@ -666,7 +679,10 @@ def train_renderer(
         progress (`bool`, *optional*, defaults to `True`): Show tqdm progress bars.
         num_scenes (`int`, *optional*, defaults to 12000): Distinct scenes drawn for training (each gets a fresh
             caption every time it is used).
-        vae_steps (`int`, *optional*, defaults to 700): Autoencoder steps (batch 16).
+        vae_steps (`int`, *optional*, defaults to 2500): Autoencoder steps (batch 16). The autoencoder bounds how
+            far apart the renderer can draw the two layouts: after 700 steps its reconstructions of sparse scenes
+            carried so much high-frequency noise that their measured clutter rose from 0.37 to 0.52 (busy: 0.61),
+            so a sparse and a busy render differed by 0.08 in clutter where drawn scenes differ by 0.24.
         unet_steps (`int`, *optional*, defaults to 4000): UNet + text-encoder steps (batch 32).
         unet_learning_rate (`float`, *optional*, defaults to 1e-3): Peak learning rate of the UNet (the text
             encoder's is a tenth of it, see `train_denoiser`).
@@ -681,6 +697,9 @@ def train_renderer(
         model_max_length (`int`, *optional*, defaults to 32): The text window, in tokens (see `build_tiny_pipeline`).
         short_fraction (`float`, *optional*, defaults to 0.5): Share of UNet steps on short captions only (see
             `train_denoiser`).
+        refine_steps (`int`, *optional*, defaults to 1500): Steps of the refining phase (90% prompts of real length,
+            a third of the UNet's peak rate; 0 skips it). It raised the layout AUC in prose from 0.74 to 0.84
+            (short captions: 0.95 to 0.99) with palette and light kept at 1.0 (measured here, 32 prompts per pole).
 
     Returns:
         `dict[str, Any]`: Measured figures (steps, seconds, final losses and whether time limited each phase,
@@ -694,6 +713,8 @@ def train_renderer(
         raise ValueError(f"vae_fraction must be in (0, 1), got {vae_fraction}.")
     if max_minutes is not None and max_minutes <= 0:
         raise ValueError(f"max_minutes must be positive, got {max_minutes}.")
+    if refine_steps < 0:
+        raise ValueError(f"refine_steps must be 0 (no refining) or positive, got {refine_steps}.")
     with _torch_threads(num_threads):
         return _train_and_save(
             out_dir,
@@ -709,6 +730,7 @@ def train_renderer(
             t0=t0,
             model_max_length=model_max_length,
             short_fraction=short_fraction,
+            refine_steps=refine_steps,
         )
 
 
@@ -740,6 +762,7 @@ def _train_and_save(
     t0: float,
     model_max_length: int,
     short_fraction: float,
+    refine_steps: int,
 ) -> dict[str, Any]:
     # The body of `train_renderer`, after its argument checks.
     import torch
@@ -777,13 +800,30 @@ def _train_and_save(
             latents,
             scenes,
             steps=unet_steps,
-            budget_s=remaining,
+            budget_s=remaining * unet_steps / (unet_steps + refine_steps),
             learning_rate=unet_learning_rate,
             short_fraction=short_fraction,
             seed=seed,
             progress=progress,
         )
     )
+    if refine_steps > 0:
+        remaining = budget_s - (time.perf_counter() - t0) - save_reserve_s
+        report.update(
+            train_denoiser(
+                pipe,
+                latents,
+                scenes,
+                steps=refine_steps,
+                budget_s=remaining,
+                learning_rate=unet_learning_rate * 0.3,
+                p_rich=0.9,
+                short_fraction=0.0,
+                seed=seed + 1,
+                progress=progress,
+                phase="refine",
+            )
+        )
 
     # Save beside out_dir, then rename: an interrupted run leaves at most a hidden temporary folder.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -1059,17 +1099,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", required=True, help="Folder for the trained pipeline (save_pretrained layout).")
     parser.add_argument("--minutes", type=float, default=None, help="Optional wall-clock cap, in minutes.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of initialisation, data and noise.")
-    parser.add_argument("--vae-steps", type=int, default=700, help="Autoencoder steps (batch 16).")
-    parser.add_argument("--unet-steps", type=int, default=4000, help="UNet + text-encoder steps (batch 32).")
-    parser.add_argument("--unet-lr", type=float, default=1e-3, help="Peak learning rate of the UNet.")
+    # Training defaults are `train_renderer`'s (one source): a flag left out is not passed on.
+    parser.add_argument("--vae-steps", type=int, help="Autoencoder steps (batch 16; default 2500).")
+    parser.add_argument("--unet-steps", type=int, help="UNet + text-encoder steps (batch 32; default 4000).")
+    parser.add_argument("--refine-steps", type=int, help="Steps refining on prompts of real length (default 1500).")
+    parser.add_argument("--unet-lr", type=float, help="Peak learning rate of the UNet (default 1e-3).")
     parser.add_argument(
         "--threads",
         type=int,
         default=1,
         help="torch threads for training and evaluation (1: fastest on 2 shared cores).",
     )
-    parser.add_argument("--max-length", type=int, default=32, help="Text window in tokens.")
-    parser.add_argument("--short-fraction", type=float, default=0.5, help="Share of UNet steps on short captions.")
+    parser.add_argument("--max-length", type=int, help="Text window in tokens (default 32).")
+    parser.add_argument("--short-fraction", type=float, help="Share of UNet steps on short captions (default 0.5).")
     parser.add_argument("--eval-prompts", type=int, default=32, help="Evaluation prompts (images) per pole.")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing --out folder.")
     args = parser.parse_args(argv)
@@ -1079,17 +1121,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from diffusers import StableDiffusionPipeline
 
+    optional = {
+        "vae_steps": args.vae_steps,
+        "unet_steps": args.unet_steps,
+        "refine_steps": args.refine_steps,
+        "unet_learning_rate": args.unet_lr,
+        "model_max_length": args.max_length,
+        "short_fraction": args.short_fraction,
+    }
     training = train_renderer(
         args.out,
         seed=args.seed,
         max_minutes=args.minutes,
-        vae_steps=args.vae_steps,
-        unet_steps=args.unet_steps,
-        unet_learning_rate=args.unet_lr,
         num_threads=args.threads,
         overwrite=args.overwrite,
-        model_max_length=args.max_length,
-        short_fraction=args.short_fraction,
+        **{k: v for k, v in optional.items() if v is not None},
     )
     pipe = StableDiffusionPipeline.from_pretrained(args.out)  # evaluate what was saved, not what is in memory
     with _torch_threads(args.threads):
