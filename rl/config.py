@@ -31,6 +31,13 @@ class PigArguments:
     )
     users_dir: str = field(default="users", metadata={"help": "Folder holding one sub-folder per user."})
     runs_dir: str = field(default="runs", metadata={"help": "Outputs: contexts, adapters, W&B runs, sample grids."})
+    torch_threads: int = field(
+        default=0,
+        metadata={
+            "help": "CPU runs: torch threads per process (0 = the machine's physical cores divided among the local "
+            "processes). `accelerate launch` sets 1 on CPU unless told otherwise, which left a core idle here."
+        },
+    )
     # -- renderer
     renderer_model: str = field(
         default=".models/tiny-sd",
@@ -138,7 +145,7 @@ class PigArguments:
         default=0.25,
         metadata={"help": "dpo: smallest reward difference between a pair's chosen and rejected rewrite."},
     )
-    dpo_max_new_tokens: int = field(default=40, metadata={"help": "dpo: token cap of a sampled rewrite."})
+    dpo_max_new_tokens: int = field(default=24, metadata={"help": "dpo: token cap of a sampled rewrite."})
     dpo_temperature: float = field(default=1.0, metadata={"help": "dpo: sampling temperature of the rewrites."})
     # -- logging
     log_images_every: int = field(default=5, metadata={"help": "Log sample images/tables every N steps (0 = never)."})
@@ -162,6 +169,8 @@ class PigArguments:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.fidelity_weight < 0:
             raise ValueError(f"fidelity_weight must be >= 0, got {self.fidelity_weight}.")
+        if self.torch_threads < 0:
+            raise ValueError(f"torch_threads must be 0 (automatic) or positive, got {self.torch_threads}.")
         if self.compare_to not in COMPARE_TO:
             raise ValueError(f"compare_to must be one of {COMPARE_TO}, got {self.compare_to!r}.")
         if not -1.0 <= self.fidelity_floor <= 1.0:
@@ -191,7 +200,9 @@ CPU_DEFAULTS = dict(
     num_generations=4,
     per_device_train_batch_size=8,
     gradient_accumulation_steps=1,
-    max_completion_length=40,
+    # 24 tokens (~16 words): the warm start writes ~13; at 40 the policy learned to stuff style words until the cap,
+    # which cost a third more time per generation and fell past the renderer's 32-token window (README, issue 8).
+    max_completion_length=24,
     # The 135M warm start writes clean prompts at 0.7 and drifts into word salad at 1.0 (samples in README); the
     # adapter records it, and `pig evaluate` samples at the adapter's training temperature.
     temperature=0.7,

@@ -32,7 +32,7 @@ class PairSettings:
     rounds: int = 3
     candidates: int = 4
     min_gap: float = 0.25
-    max_new_tokens: int = 40
+    max_new_tokens: int = 24
     temperature: float = 1.0
     prompts_per_batch: int = 2
     seed: int = 0

@@ -23,6 +23,9 @@ from pathlib import Path
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_PROJECT", "pig-rl")
 os.environ.setdefault("WANDB_SILENT", "true")
+# OpenMP threads that spin while they wait steal the core the other thread needs on a small shared CPU (see
+# localmodels/renderer.py); only effective before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rl.config import CPU_DEFAULTS, DPO_DEFAULTS, PigArguments  # noqa: E402
 
@@ -153,6 +156,8 @@ def build_trainer(args: PigArguments, training_args, model_args):
     state = PartialState()
     out_dir = Path(training_args.output_dir)
     device = str(state.device) if not training_args.use_cpu else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(cpu_threads(args.torch_threads, state.num_processes))
 
     # 1. The user: references (for the context) and the prompts to train on. Bad data fails here, before any model.
     user = load_user(args.user, args.users_dir)
@@ -209,6 +214,20 @@ def build_trainer(args: PigArguments, training_args, model_args):
     )
 
     return trainer, user
+
+
+def cpu_threads(requested: int, num_processes: int) -> int:
+    """Torch threads for one of `num_processes` CPU processes: `requested`, or (0) the physical cores shared out.
+
+    On the 2-core machine one thread per process is what `accelerate launch` sets; two threads made the policy's
+    forward + backward 1.5-1.7x faster and its generation 1.4-1.5x (8 x 62 tokens, SmolLM2-135M + LoRA, measured here).
+    """
+    if requested:
+        return requested
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return max(1, cores // max(1, num_processes))
 
 
 def _judged_pairs(state, args, training_args, policy, tokenizer, env, prompts, out_dir: Path):
@@ -342,6 +361,8 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
 
 
 def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
+    import torch
+
     if not state.is_main_process:
         return
     orders = 2 if args.judge_both_orders else 1
@@ -363,7 +384,8 @@ def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
         f"[plan] {when}: {groups} prompts x {group_size} rewrites, {images} images rendered, {judge_calls} judge "
         f"calls; max_steps={training_args.max_steps}; reward = preference (vs {args.compare_to}) + "
         f"{args.fidelity_weight} * min(0, similarity - {args.fidelity_floor})\n"
-        f"[plan] output_dir={training_args.output_dir} (W&B mode: {os.environ.get('WANDB_MODE')})"
+        f"[plan] output_dir={training_args.output_dir} (W&B mode: {os.environ.get('WANDB_MODE')}; "
+        f"{state.num_processes} process(es) on {state.device}, torch threads each: {torch.get_num_threads()})"
     )
 
 

@@ -153,6 +153,10 @@ def test_cli_smoke_accelerate_launch(tiny_models, tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[done] adapter:" in proc.stdout
+    # accelerate set OMP_NUM_THREADS=1 for the child; the run still uses the cores it has.
+    from rl.train_policy import cpu_threads
+
+    assert f"1 process(es) on cpu, torch threads each: {cpu_threads(0, 1)})" in proc.stdout
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -181,6 +185,20 @@ def test_cli_smoke_accelerate_launch(tiny_models, tmp_path):
     assert any(r.get("samples/dimensions/_type") == "table-file" for r in rows)
     pngs = [p for p in media_files(run_dir) if p.suffix == ".png"]
     assert pngs, "no logged images in the offline run"
+
+
+def test_cpu_threads_share_the_physical_cores(monkeypatch):
+    import psutil
+
+    from rl.train_policy import cpu_threads
+
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 8 if logical else 4)
+    assert cpu_threads(0, 1) == 4 and cpu_threads(0, 2) == 2 and cpu_threads(0, 8) == 1
+    assert cpu_threads(3, 2) == 3  # asked for: used as given
+    from rl.config import PigArguments
+
+    with pytest.raises(ValueError, match="torch_threads"):
+        PigArguments(user="demo", torch_threads=-1)
 
 
 def test_rewrite_command_on_trained_adapter(tiny_models, tmp_path):
