@@ -83,7 +83,8 @@ class AdapterInfo:
         if not path.is_file():
             raise FileNotFoundError(
                 f"{folder} has no {ADAPTER_META}: it is not an adapter exported by rl/train_policy.py. "
-                "Pass --base_model and --system_prompt explicitly, or point at an exported adapter folder."
+                "Point at an adapter folder written by rl/train_policy.py (it holds adapter_config.json and "
+                f"{ADAPTER_META}), e.g. runs/<user>/<run>/adapter."
             )
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 

@@ -67,7 +67,9 @@ def collect_pairs(
             )
             originals = [p for p in chunk for _ in range(settings.candidates)]
             rewrites = [extract_rewrite(c) for c in completions]
-            result = env.compute(originals, rewrites, step=seed)
+            # The batch's index is the environment's step (its image seeds and sample logs); the sampling seed is
+            # already offset by settings.seed, which the environment adds again.
+            result = env.compute(originals, rewrites, step=r * len(batches) + b)
             for g, original in enumerate(chunk):
                 idx = range(g * settings.candidates, (g + 1) * settings.candidates)
                 scored = [

@@ -201,6 +201,13 @@ def test_cpu_threads_share_the_physical_cores(monkeypatch):
         PigArguments(user="demo", torch_threads=-1)
 
 
+def test_a_folder_without_adapter_metadata_is_named_with_the_fix(tmp_path):
+    from policies.rewriter import ADAPTER_META, AdapterInfo
+
+    with pytest.raises(FileNotFoundError, match=f"no {ADAPTER_META}.*written by rl/train_policy.py"):
+        AdapterInfo.load(tmp_path)
+
+
 def test_rewrite_command_on_trained_adapter(tiny_models, tmp_path):
     """`pig rewrite` serves an adapter; --compare also shows the base policy."""
     from rl.train_policy import main
