@@ -84,6 +84,8 @@ class PersonalizedEnvironment:
         fidelity_floor: cosine similarity below which the fidelity gate penalises a rewrite.
         ground_truth: optional `(images_a, images_b) -> list[float]` true preferences (sandbox users), logged only.
         sample_logger: optional callable `(BatchResult) -> None` for W&B tables (main process only).
+        profile: optional [`rl.step_profile.StepProfile`] that receives the seconds of rendering, judging, the rest of
+            the reward and sample logging, and the number of judged rewrites.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class PersonalizedEnvironment:
         fidelity_floor: float = 0.0,
         ground_truth=None,
         sample_logger=None,
+        profile=None,
     ):
         if images_per_prompt < 1:
             raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}.")
@@ -111,6 +114,7 @@ class PersonalizedEnvironment:
         self.num_generations, self.images_per_prompt = num_generations, images_per_prompt
         self.seed, self.seed_per_step, self.sample_logger = seed, seed_per_step, sample_logger
         self.compare_to, self.fidelity_floor, self.ground_truth = compare_to, fidelity_floor, ground_truth
+        self.profile = profile
         self._last_key: tuple | None = None
         self._last: BatchResult | None = None
 
@@ -132,6 +136,7 @@ class PersonalizedEnvironment:
 
     def compute(self, originals: list[str], rewrites: list[str], step: int, log_metric=None) -> BatchResult:
         """Render, judge and score one batch of whole groups."""
+        began = time.perf_counter()
         groups = split_groups(originals, self.num_generations)
         slots = range(self.images_per_prompt)
         seed_step = step if self.seed_per_step else None
@@ -147,7 +152,9 @@ class PersonalizedEnvironment:
                 for k in slots:
                     render_prompts.append(rewrites[i])
                     render_seeds.append(group_seeds[g.start][k])
+        rendered = time.perf_counter()
         images = iter(self.renderer.render(render_prompts, render_seeds))
+        render_seconds = time.perf_counter() - rendered
         original_images, rewrite_images = {}, [None] * len(rewrites)
         for g in groups:
             original_images[g.start] = [next(images) for _ in slots]
@@ -169,9 +176,9 @@ class PersonalizedEnvironment:
             images_b.append(
                 original_images[split_start(i, self.num_generations)][k] if j is None else rewrite_images[j][k]
             )
-        began = time.perf_counter()
+        judged = time.perf_counter()
         comparisons = self.pig.compare(judged_prompts, images_a, images_b, self.context)
-        judge_seconds = time.perf_counter() - began
+        judge_seconds = time.perf_counter() - judged
 
         # 3. Reduce: win rates per rewrite; an undecided comparison is a tie (0.5), counted.
         vs_original: list[list[Comparison]] = [[] for _ in rewrites]
@@ -241,6 +248,12 @@ class PersonalizedEnvironment:
                     metrics["judge/ground_truth_agreement"] = agree
             for name, value in metrics.items():
                 log_metric(name, value)
+        logged = time.perf_counter()
         if self.sample_logger is not None:
             self.sample_logger(result)
+        if self.profile is not None:
+            self.profile.record("render", render_seconds)
+            self.profile.record("judge", judge_seconds)
+            self.profile.record("reward", logged - began - render_seconds - judge_seconds, rollouts=len(rewrites))
+            self.profile.record("log", time.perf_counter() - logged)
         return result

@@ -151,6 +151,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
     from reward.users import load_user
     from rl import ground_truth
     from rl.environment import PersonalizedEnvironment
+    from rl.step_profile import StepProfile
     from rl.tracking import SampleLogger
 
     state = PartialState()
@@ -169,6 +170,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
     pig, context, renderer, embedder = build_reward_stack(args, user, device, state)
     taste = ground_truth.taste_of(user)  # sandbox users only: the truth is logged beside the reward, never used by it
     dpo = args.algorithm == "dpo"
+    profile = StepProfile()  # the `time/` metrics; DPO's reward is computed before training, outside its steps
     env = PersonalizedEnvironment(
         pig,
         context,
@@ -184,6 +186,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
         sample_logger=None
         if dpo
         else SampleLogger(out_dir, args.log_images_every, args.log_groups, args.fidelity_weight),
+        profile=None if dpo else profile,
     )
 
     # 3. The dataset: one conversational prompt per training prompt; `original_prompt` reaches the reward as a kwarg.
@@ -212,7 +215,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
         peft_config=peft_config,
         **rewards,
     )
-
+    trainer.callback_handler.callbacks.insert(0, profile)  # first, so that W&B's `on_log` sees the `time/` metrics
     return trainer, user
 
 

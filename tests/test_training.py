@@ -65,6 +65,17 @@ def test_grpo_two_steps_moves_lora_not_base(tiny_models, tmp_path, monkeypatch):
     history = trainer.state.log_history
     assert any("rewards/fidelity/mean" in h for h in history)
     assert any("judge/verdicts" in h for h in history)
+    # the step profile: every logged step is split into phases that add up to it; the first step generated, rendered
+    # and judged (num_iterations 2: the second reuses its rollouts), and judged 8 rewrites
+    steps = [h for h in history if "time/step_s" in h]
+    assert len(steps) == 2
+    for h in steps:
+        parts = sum(h[f"time/{p}_s"] for p in ("generate", "render", "judge", "reward", "log", "update"))
+        assert parts == pytest.approx(h["time/step_s"], rel=1e-6)
+    first = steps[0]
+    assert first["time/generate_s"] > 0 and first["time/render_s"] > 0 and first["time/judge_s"] > 0
+    assert steps[1]["time/render_s"] == 0.0
+    assert first["time/rollouts_per_s"] == pytest.approx(8 / (first["time/step_s"] + first["time/idle_s"]))
     # the sample grids were written next to the run
     assert list((tmp_path / "runs" / "demo").glob("*/samples/step_*.png"))
 
