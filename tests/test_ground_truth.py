@@ -98,8 +98,22 @@ def test_heldout_prompts_are_never_trained_on_and_carry_no_style():
         assert prompt.lower() not in trained
         assert not _words(prompt) & style, prompt
         assert world.parse_caption(prompt)["subject"] in world.SUBJECTS, prompt
-    # every subject is asked for in at least one held-out prompt
-    assert {world.parse_caption(p)["subject"] for p in ground_truth.HELDOUT_PROMPTS} == set(world.SUBJECTS)
+    # every subject is asked for equally often (8 wordings each), and by its own word only
+    subjects = [world.parse_caption(p)["subject"] for p in ground_truth.HELDOUT_PROMPTS]
+    assert {s: subjects.count(s) for s in world.SUBJECTS} == {s: 8 for s in world.SUBJECTS}
+    nouns = set(world.SUBJECTS) | {s + "s" for s in world.SUBJECTS}
+    for prompt in ground_truth.HELDOUT_PROMPTS:
+        assert len([w for w in re.findall(r"[a-z]+", prompt.lower()) if w in nouns]) == 1, prompt
+    assert len(set(ground_truth.HELDOUT_PROMPTS)) == len(ground_truth.HELDOUT_PROMPTS)
+
+
+def test_heldout_prompts_are_no_warm_start_form_so_the_set_leaves_the_rewriter_unchanged():
+    """The warm-start corpus skips held-out prompts; none of them is a form it writes, so adding held-out prompts
+    changes no corpus row (the shipped rewriter stays the same build)."""
+    from localmodels.rewriter_sft import _PROMPT_FORMS, OTHER_SUBJECTS, _article
+
+    forms = {f.format(a=_article(s), s=s) for f in _PROMPT_FORMS for s in [*world.SUBJECTS, *OTHER_SUBJECTS]}
+    assert not {p.lower() for p in ground_truth.HELDOUT_PROMPTS} & forms
 
 
 def test_filler_phrases_carry_no_cue_and_rich_captions_name_what_they_show():
