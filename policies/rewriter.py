@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reward.errors import AdapterError
+
 SYSTEM_PROMPT = (
     "Rewrite the image prompt for an image generator: keep its subject, add a few style words. "
     "Reply with the prompt only."
@@ -86,7 +88,67 @@ class AdapterInfo:
                 "Point at an adapter folder written by rl/train_policy.py (it holds adapter_config.json and "
                 f"{ADAPTER_META}), e.g. runs/<user>/<run>/adapter."
             )
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+            raise AdapterError(
+                f"{path} is corrupt ({err}). Retrain the adapter, or restore the file that rl/train_policy.py wrote."
+            ) from err
+
+
+def check_adapter_files(folder: str | Path) -> None:
+    """An adapter folder we may load: PEFT's config and safetensors weights (a pickle `adapter_model.bin` could run
+    code when loaded, and is never read).
+
+    Raises:
+        AdapterError: naming the missing file and the fix.
+    """
+    folder = Path(folder)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (folder / name).is_file():
+            pickled = (folder / "adapter_model.bin").is_file() and name == "adapter_model.safetensors"
+            pickled = " (its adapter_model.bin is a pickle file, never loaded)" if pickled else ""
+            raise AdapterError(
+                f"Adapter folder {folder} has no {name}{pickled}. Point at a folder written by rl/train_policy.py "
+                "(adapter_config.json, adapter_model.safetensors, pig_adapter.json)."
+            )
+
+
+def check_adapter_fits(folder: str | Path, model, base_name: str) -> None:
+    """The adapter's LoRA matrices fit `model` (every target module exists, with the in/out sizes they were trained
+    on), read from the safetensors header without loading the weights. An adapter trained on another base model
+    otherwise fails deep inside PEFT with a size-mismatch dump, or, where shapes happen to agree, loads silently.
+
+    Raises:
+        AdapterError: naming the first module that does not fit.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder, "adapter_model.safetensors")), framework="pt") as weights:
+        shapes = {key: weights.get_slice(key).get_shape() for key in weights.keys()}
+    for key, shape in shapes.items():
+        for part, axis in ((".lora_A.", 1), (".lora_B.", 0)):
+            if part not in key:
+                continue
+            module_name = key.split(part)[0].removeprefix("base_model.model.")
+            try:
+                weight = model.get_submodule(module_name).weight
+            except AttributeError:
+                weight = None
+            # lora_A is (r, in_features), lora_B is (out_features, r): the side that meets the base module must match
+            if weight is None or weight.shape[axis] != shape[axis]:
+                raise AdapterError(
+                    f"The adapter {folder} does not fit the base model {base_name!r}: its weight {key} has shape "
+                    f"{list(shape)}, the base model's {module_name} "
+                    f"{'does not exist' if weight is None else 'has shape ' + str(list(weight.shape))}. It was "
+                    "trained on another base model: serve it with the base model recorded in its pig_adapter.json "
+                    "(drop --base_model), or train an adapter for this base model."
+                )
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Two model names are the same model: equal hub ids, or paths to the same folder."""
+    return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def latest_adapter(user_id: str, runs_dir: str | Path = "runs") -> Path:
@@ -97,9 +159,23 @@ def latest_adapter(user_id: str, runs_dir: str | Path = "runs") -> Path:
             f"No trained adapter for user {user_id!r}: {pointer} is missing. Train one first: "
             f"`accelerate launch rl/train_policy.py --user {user_id}`."
         )
-    folder = pointer.parent / pointer.read_text(encoding="utf-8").strip()  # relative to runs/<user>/
+    try:
+        target = pointer.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as err:
+        target, problem = "", f"is not text ({err})"
+    else:
+        problem = "is empty" if not target else "holds more than one line" if "\n" in target else ""
+    if problem:
+        raise AdapterError(
+            f"{pointer} {problem}: it should hold one line, the adapter folder relative to {pointer.parent} (e.g. "
+            f"grpo-20250101-120000/adapter). Write that line, delete the file and retrain, or pass --adapter."
+        )
+    folder = pointer.parent / target  # relative to runs/<user>/
     if not (folder / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{pointer} points at {folder}, which holds no adapter_config.json.")
+        raise FileNotFoundError(
+            f"{pointer} points at {folder}, which holds no adapter_config.json. Fix the pointer (one line, the "
+            "adapter folder relative to it), pass --adapter, or retrain."
+        )
     return folder
 
 
@@ -194,16 +270,28 @@ class PromptRewriter:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from reward.hub import load_kwargs
+
         self.info = AdapterInfo.load(adapter) if adapter else None
         base = base_model or (self.info.base_model if self.info else None)
         if base is None:
             raise ValueError("PromptRewriter needs an adapter or a base_model.")
-        self.tokenizer = AutoTokenizer.from_pretrained(adapter or base)
+        if adapter:
+            check_adapter_files(adapter)
+            recorded = self.info.base_model
+            if base_model and not _same_model(base_model, recorded) and Path(recorded).expanduser().exists():
+                raise AdapterError(
+                    f"The adapter {adapter} was trained on {recorded!r}, which is here, but --base_model is "
+                    f"{base_model!r}. Drop --base_model (the recorded base is used), or train an adapter for "
+                    f"{base_model!r}. (--base_model is for a base model that moved.)"
+                )
+        self.tokenizer = AutoTokenizer.from_pretrained(adapter or base, **load_kwargs(weights=False))
         self.tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **load_kwargs())
         if adapter:
             from peft import PeftModel
 
+            check_adapter_fits(adapter, model, base)
             model = PeftModel.from_pretrained(model, str(adapter))
         self.model = model.to(device).eval()
         self.device = device

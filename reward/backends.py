@@ -86,13 +86,15 @@ def load_vlm_processor(name: str):
     """
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
+    from reward.hub import load_kwargs
+
     try:
-        return AutoProcessor.from_pretrained(name)
+        return AutoProcessor.from_pretrained(name, **load_kwargs(weights=False))
     except ImportError as err:
         if "torchvision" not in str(err).lower():
             raise
-    image_processor = AutoImageProcessor.from_pretrained(name)
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    image_processor = AutoImageProcessor.from_pretrained(name, **load_kwargs(weights=False))
+    tokenizer = AutoTokenizer.from_pretrained(name, **load_kwargs(weights=False))
     processor_class = _image_only(image_processor)
     return processor_class(
         image_processor=image_processor,
@@ -144,7 +146,7 @@ class TransformersVLM:
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        from reward.hub import weights_fingerprint
+        from reward.hub import load_kwargs, weights_fingerprint
 
         self.model_id = f"{model}@{weights_fingerprint(model)}"
         self.device = _resolve_device(device)
@@ -152,7 +154,9 @@ class TransformersVLM:
         self.processor = load_vlm_processor(model)
         self.processor.tokenizer.padding_side = "left"  # generation appends on the right
         self.image_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
-        self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=_resolve_dtype(dtype, self.device))
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            model, dtype=_resolve_dtype(dtype, self.device), **load_kwargs()
+        )
         self.model.to(self.device).eval()
         self._torch = torch
 

@@ -139,4 +139,9 @@ def _num(x) -> str:
 COMMANDS = {"context": cmd_context, "judge": cmd_judge}
 
 if __name__ == "__main__":
-    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))
+    from reward.errors import run_command
+
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(f"usage: python -m reward.cli {{{','.join(COMMANDS)}}} ...  (--help after a command)", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run_command(COMMANDS[sys.argv[1]], sys.argv[2:]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from reward.files import atomic_write_json
 
 CONTEXT_VERSION = 1
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,14 +84,25 @@ def context_path(cache_dir: str | Path, user_id: str, key: str) -> Path:
 
 
 def load_cached(path: Path, expected_key: str) -> UserContext | None:
-    """The cached context at `path` if it exists, parses and matches `expected_key`; otherwise `None`."""
+    """The cached context at `path` if it exists, parses and matches `expected_key`; otherwise `None`.
+
+    A corrupt file (not JSON, not a context, or written for another key) is never trusted: a warning names it, and
+    the caller rebuilds the context and overwrites it. The cache holds derived data only, so rebuilding is the fix.
+    """
     if not path.is_file():
         return None
     try:
         context = UserContext.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError, KeyError):
-        return None  # unreadable cache: rebuilt and overwritten by the caller, never trusted
-    return context if context.key == expected_key else None
+        key = context.key
+        if not all(isinstance(r.text, str) for r in context.rationales):
+            raise TypeError("a rationale's text is not a string")
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError, AttributeError) as err:
+        logger.warning("Context cache %s is corrupt (%s: %s); rebuilding it.", path, type(err).__name__, err)
+        return None
+    if key != expected_key:
+        logger.warning("Context cache %s holds another key (%s, not %s); rebuilding it.", path, key, expected_key)
+        return None
+    return context
 
 
 def save(context: UserContext, cache_dir: str | Path) -> Path:

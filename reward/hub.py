@@ -13,9 +13,41 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from reward.errors import PigError
 
-class ModelUnavailableError(RuntimeError):
+
+class ModelUnavailableError(PigError, RuntimeError):
     """A configured model is neither a local folder, nor in the Hugging Face cache, nor reachable on the Hub."""
+
+
+TRUST_REMOTE_CODE_ENV = "PIG_TRUST_REMOTE_CODE"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+"""Weight formats that `torch.load` unpickles: loading one can run code. Never loaded from a folder a user hands us."""
+
+
+def remote_code_allowed() -> bool:
+    """Whether model loading may run Python code shipped with a checkpoint (`trust_remote_code`). Off unless the
+    env var `PIG_TRUST_REMOTE_CODE=1` is set: every model this project uses is a stock transformers/diffusers class,
+    so a checkpoint asking to run its own code is either a model we do not support or an attack."""
+    return os.environ.get(TRUST_REMOTE_CODE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_kwargs(weights: bool = True, trust_remote_code: bool = False) -> dict:
+    """Keyword arguments of every `from_pretrained` call: no checkpoint code unless `trust_remote_code` (TRL's
+    `--trust_remote_code` of the policy) or `remote_code_allowed()`, and for weights (`weights=True`) safetensors only
+    (`use_safetensors=True`: a folder with only pickle weights fails instead of being unpickled). Tokenizers and
+    processors take `weights=False`."""
+    trust = bool(trust_remote_code) or remote_code_allowed()
+    return {"trust_remote_code": trust, **({"use_safetensors": True} if weights else {})}
+
+
+def pickle_only_weights(folder: str | Path) -> list[Path]:
+    """The pickle-format weight files of a local model folder that holds no `.safetensors` file at all (empty when
+    the folder has safetensors weights, which is what `load_kwargs` makes the loaders read)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir() or any(folder.rglob("*.safetensors")):
+        return []
+    return sorted(p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
 
 
 def looks_like_path(name: str) -> bool:
@@ -89,6 +121,14 @@ def check_models(models: dict[str, str], *, timeout: float = 5.0) -> None:
             continue
         path = Path(name).expanduser()
         if path.exists():
+            pickled = ", ".join(p.name for p in pickle_only_weights(path))
+            if pickled:
+                problems.append(
+                    f"- {role}: {name!r} holds its weights only in pickle format ({pickled}), which can run code "
+                    "when loaded; this project loads safetensors only. Convert the folder (load "
+                    "it where you trust it and `save_pretrained` it: safetensors is the default), or use a checkpoint "
+                    "that ships .safetensors files."
+                )
             continue
         if looks_like_path(name):
             problems.append(

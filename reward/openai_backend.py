@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from reward.backends import _VERDICT_END, GenerationSettings, TransformersVLM
+from reward.errors import PigError
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"
 IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -43,7 +44,7 @@ _MAX_RETRY_AFTER = 30.0  # seconds; cap on a server's Retry-After so that a bad 
 _LOCAL_ONLY_ARGS = set(inspect.signature(TransformersVLM.__init__).parameters) - {"self", "model"}
 
 
-class BackendError(RuntimeError):
+class BackendError(PigError, RuntimeError):
     """A request to the judge server failed for good; the message names the cause. `status` is the HTTP status of
     the last answer (`None` when no answer came back)."""
 

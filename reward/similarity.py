@@ -21,9 +21,11 @@ class TextEmbedder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from reward.hub import load_kwargs
+
         self.model_id = model
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.model = AutoModel.from_pretrained(model).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model, **load_kwargs(weights=False))
+        self.model = AutoModel.from_pretrained(model, **load_kwargs()).to(device).eval()
         self.device, self.max_length, self._torch = device, max_length, torch
 
     def embed(self, texts: list[str]):

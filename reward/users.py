@@ -37,13 +37,15 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from reward.errors import PigError
+
 USER_FILE = "user.json"
 _TOP_KEYS = {"user_id", "description", "references", "heldout", "prompts", "sandbox"}
 _REFERENCE_KEYS = {"prompt", "chosen", "rejected"}
 _HELDOUT_KEYS = {"prompt", "image_1", "image_2", "label"}
 
 
-class UserDataError(ValueError):
+class UserDataError(PigError, ValueError):
     """A user's data is missing or malformed; the message names the file, the entry and the fix."""
 
 
@@ -113,8 +115,47 @@ def resolve_user_dir(user: str, users_dir: str | Path) -> Path:
     )
 
 
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+"""Largest image a user folder may hold (8192 x 8192). Checked on the header, before decoding: a small file that
+decodes to gigabytes (a decompression bomb) is refused without being decoded. PIL's own guard (89M pixels, a warning
+only; an error at twice that) is left as it is; the judge sees images of well under a megapixel anyway."""
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def user_id_of(user: str, users_dir: str | Path) -> str:
+    """The id a user's outputs are filed under (`runs/<user_id>/...`): the `user_id` of their `user.json`, however
+    `user` names them (`demo`, `users/demo`, `users/demo/user.json`). Reads only the JSON; `load_user` checks the rest.
+
+    Raises:
+        UserDataError: unknown user, unreadable JSON, or a missing or malformed `user_id`.
+    """
+    file = resolve_user_dir(user, users_dir) / USER_FILE
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserDataError(f"{file} is not valid JSON: {err}.") from err
+    user_id = data.get("user_id") if isinstance(data, dict) else None
+    return _user_id(user_id, file)
+
+
+def _user_id(user_id: object, file: Path) -> str:
+    if not isinstance(user_id, str) or not user_id.strip() or "/" in user_id or user_id.strip() in (".", ".."):
+        raise UserDataError(
+            f"{file}: 'user_id' must be a non-empty string without '/' (it names the folder runs/<user_id>), got "
+            f"{user_id!r}."
+        )
+    return user_id.strip()
+
+
 def load_image(root: Path, value: object, where: str) -> tuple[Image.Image, Path]:
-    """Open and decode an image path (relative to `root`) as RGB; errors name `where` and the fix."""
+    """Open and decode an image path (relative to `root`) as 8-bit RGB; errors name `where` and the fix.
+
+    Conversion rules (stated, never silent guesses): CMYK, YCbCr, palette and grey images are converted to RGB by PIL
+    (CMYK without its ICC profile); 16-bit grey is scaled to 8 bits (the high byte; PIL's own conversion clips it
+    to white); transparency is flattened onto white. Refused: missing, empty, truncated or undecodable files, images
+    over `MAX_IMAGE_PIXELS`, float-valued images, and animations (a reference is the one picture the user chose:
+    export that frame as a PNG).
+    """
     if not isinstance(value, str) or not value.strip():
         raise UserDataError(f"{where}: expected an image path (string), got {value!r}.")
     path = (root / value) if not Path(value).is_absolute() else Path(value)
@@ -122,14 +163,62 @@ def load_image(root: Path, value: object, where: str) -> tuple[Image.Image, Path
         raise UserDataError(
             f"{where}: image {path} does not exist. Fix the path (relative to {root}) or add the file."
         )
+    if path.stat().st_size == 0:
+        raise UserDataError(f"{where}: image {path} is an empty file (0 bytes). Replace it with a valid PNG/JPEG.")
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UserDataError(
+                    f"{where}: image {path} is {width} x {height} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
+                    "(reward.users.MAX_IMAGE_PIXELS; a decompression bomb or a needlessly large file). Downscale it "
+                    "to at most 8192 x 8192 (the judge sees under a megapixel)."
+                )
+            if getattr(image, "n_frames", 1) > 1:
+                raise UserDataError(
+                    f"{where}: image {path} is an animation ({image.n_frames} frames). A reference is the one "
+                    "picture the user chose: export that frame as a PNG and point at it."
+                )
             image.load()
-            return image.convert("RGB"), path
+            return _to_rgb(image, path, where), path
+    except Image.DecompressionBombError as err:  # PIL refuses at open beyond twice its own limit
+        raise UserDataError(
+            f"{where}: image {path} is over the pixel limit ({err}). Downscale it to at most 8192 x 8192."
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, UserDataError):
+            raise
         raise UserDataError(
             f"{where}: image {path} cannot be read ({err}). Replace it with a valid PNG/JPEG."
         ) from err
+
+
+def _to_rgb(image: Image.Image, path: Path, where: str) -> Image.Image:
+    """8-bit RGB by the rules of `load_image`."""
+    if image.mode in _SIXTEEN_BIT:
+        import numpy as np
+
+        high_byte = (np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(high_byte, "L").convert("RGB")
+    if image.mode == "F":
+        raise UserDataError(
+            f"{where}: image {path} holds floating-point pixels (mode F): no standard mapping to colours. Save it "
+            "as an 8-bit PNG/JPEG."
+        )
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _same_image(a: Path, b: Path) -> bool:
+    """The same file, or two files with the same bytes."""
+    return a.resolve() == b.resolve() or (a.stat().st_size == b.stat().st_size and _digest(a) == _digest(b))
 
 
 def _check_keys(entry: object, allowed: set[str], required: set[str], where: str) -> dict:
@@ -165,26 +254,40 @@ def load_user(user: str, users_dir: str | Path = "users") -> UserData:
     file = root / USER_FILE
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserDataError(f"{file} is not valid JSON: {err}.") from err
     data = _check_keys(data, _TOP_KEYS, {"user_id", "references"}, str(file))
-    user_id = data["user_id"]
-    if not isinstance(user_id, str) or not user_id.strip() or "/" in user_id:
-        raise UserDataError(f"{file}: 'user_id' must be a non-empty string without '/', got {user_id!r}.")
+    user_id = _user_id(data["user_id"], file)
     refs = data["references"]
     if not isinstance(refs, list) or not refs:
         raise UserDataError(
             f"{file}: 'references' is empty. PIGReward knows a user only through past choices: add at least one "
             '{"prompt", "chosen", "rejected"} entry (the paper uses 4-15).'
         )
-    references = []
+    references, seen = [], {}
     for i, entry in enumerate(refs):
         where = f"{file}: references[{i}]"
         entry = _check_keys(entry, _REFERENCE_KEYS, _REFERENCE_KEYS, where)
         chosen, chosen_path = load_image(root, entry["chosen"], f"{where}.chosen")
         rejected, rejected_path = load_image(root, entry["rejected"], f"{where}.rejected")
-        references.append(Reference(_prompt(entry["prompt"], where), chosen, rejected, chosen_path, rejected_path))
+        if _same_image(chosen_path, rejected_path):
+            raise UserDataError(
+                f"{where}: 'chosen' and 'rejected' are the same image ({chosen_path}, {rejected_path}): such a "
+                "reference says nothing about the user's taste. Point 'rejected' at the image the user passed over, "
+                "or remove the entry."
+            )
+        prompt = _prompt(entry["prompt"], where)
+        key = (prompt, _digest(chosen_path), _digest(rejected_path))
+        if key in seen:
+            raise UserDataError(
+                f"{where} repeats references[{seen[key]}] (same prompt and images): a repeated reference counts "
+                "one choice twice in the user's context. Remove the duplicate."
+            )
+        seen[key] = i
+        references.append(Reference(prompt, chosen, rejected, chosen_path, rejected_path))
     heldout = []
+    if not isinstance(data.get("heldout") or [], list):
+        raise UserDataError(f"{file}: 'heldout' must be a list of pairs, got {type(data['heldout']).__name__}.")
     for i, entry in enumerate(data.get("heldout") or []):
         where = f"{file}: heldout[{i}]"
         entry = _check_keys(entry, _HELDOUT_KEYS, _HELDOUT_KEYS, where)
@@ -192,6 +295,11 @@ def load_user(user: str, users_dir: str | Path = "users") -> UserData:
             raise UserDataError(f"{where}: 'label' must be 1, 2 or 0 (tie), got {entry['label']!r}.")
         image_1, path_1 = load_image(root, entry["image_1"], f"{where}.image_1")
         image_2, path_2 = load_image(root, entry["image_2"], f"{where}.image_2")
+        if _same_image(path_1, path_2):
+            raise UserDataError(
+                f"{where}: 'image_1' and 'image_2' are the same image ({path_1}): the pair cannot measure the judge. "
+                "Fix the path or remove the entry."
+            )
         heldout.append(HeldoutPair(_prompt(entry["prompt"], where), image_1, image_2, entry["label"], path_1, path_2))
     prompts = data.get("prompts") or []
     if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() for p in prompts):

@@ -40,16 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(command, argv: list[str] | None = None) -> int:
-    """Run a command's `main(argv)`; the known failures (missing model, bad user data, missing file) become one line
-    on stderr and exit status 2, anything else keeps its traceback. Shared by `pig` and the scripts' `__main__`."""
-    from reward.hub import ModelUnavailableError
-    from reward.users import UserDataError
+    """Run a command's `main(argv)`; the expected failures (`reward.errors.PigError`: missing model, bad user data,
+    bad config, failing judge server; missing or unreadable files; YAML that does not parse) become one line on stderr
+    and exit status 2, anything else keeps its traceback. `--debug` or `PIG_DEBUG=1` shows the traceback. Shared by
+    `pig` and every script's `__main__` (`reward.errors.run_command`, which `reward` can import without `rl`)."""
+    from reward.errors import run_command
 
-    try:
-        return command(argv) or 0
-    except (ModelUnavailableError, UserDataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(command, argv)
 
 
 def _evaluate(argv: list[str]) -> int:

@@ -8,7 +8,15 @@ Unknown YAML keys are an error (TRL's parser). Hyper-parameter names are TRL's w
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import enum
+import types
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from reward.errors import ConfigError
 
 COMPARE_TO = ("original", "group", "both")
 """What each rewrite's image is judged against (see `rl.environment`)."""
@@ -153,11 +161,11 @@ class PigArguments:
 
     def __post_init__(self):
         if self.algorithm not in ("grpo", "rloo", "dpo"):
-            raise ValueError(f"algorithm must be 'grpo', 'rloo' or 'dpo', got {self.algorithm!r}.")
+            raise ConfigError(f"algorithm must be 'grpo', 'rloo' or 'dpo', got {self.algorithm!r}.")
         if self.dpo_candidates < 2 or self.dpo_rounds < 1:
-            raise ValueError("dpo_candidates must be >= 2 and dpo_rounds >= 1.")
+            raise ConfigError("dpo_candidates must be >= 2 and dpo_rounds >= 1.")
         if self.judge_mode not in ("cot", "score"):
-            raise ValueError(f"judge_mode must be 'cot' or 'score', got {self.judge_mode!r}.")
+            raise ConfigError(f"judge_mode must be 'cot' or 'score', got {self.judge_mode!r}.")
         for name in (
             "render_steps",
             "render_batch_size",
@@ -166,15 +174,15 @@ class PigArguments:
             "judge_max_new_tokens",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.fidelity_weight < 0:
-            raise ValueError(f"fidelity_weight must be >= 0, got {self.fidelity_weight}.")
+            raise ConfigError(f"fidelity_weight must be >= 0, got {self.fidelity_weight}.")
         if self.torch_threads < 0:
-            raise ValueError(f"torch_threads must be 0 (automatic) or positive, got {self.torch_threads}.")
+            raise ConfigError(f"torch_threads must be 0 (automatic) or positive, got {self.torch_threads}.")
         if self.compare_to not in COMPARE_TO:
-            raise ValueError(f"compare_to must be one of {COMPARE_TO}, got {self.compare_to!r}.")
+            raise ConfigError(f"compare_to must be one of {COMPARE_TO}, got {self.compare_to!r}.")
         if not -1.0 <= self.fidelity_floor <= 1.0:
-            raise ValueError(f"fidelity_floor is a cosine similarity in [-1, 1], got {self.fidelity_floor}.")
+            raise ConfigError(f"fidelity_floor is a cosine similarity in [-1, 1], got {self.fidelity_floor}.")
 
 
 # The offline CPU demo: SmolLM2-135M-Instruct warm-started as a generic rewriter (localmodels/rewriter_sft.py), tiny
@@ -224,3 +232,129 @@ CPU_DEFAULTS = dict(
 # `algorithm: dpo` reads TRL's DPOConfig: the keys above that DPOConfig lacks (num_generations, temperature, ...) are
 # not used, and these replace GRPO's values (beta 0 would make the DPO loss constant).
 DPO_DEFAULTS = dict(beta=0.1, per_device_train_batch_size=4, max_length=512, max_steps=16)
+
+
+# ------------------------------------------------------------------------------------------- config file checks
+def parse_checked(parser, argv: list[str]) -> tuple:
+    """`parser.parse_args_and_config(argv)` after `check_config_file`, with the config classes' own consistency checks
+    (the `ValueError`s of their `__post_init__`, ours and TRL's) reported as `ConfigError`: a bad configuration is
+    the user's to fix, not a bug."""
+    check_config_file(argv, tuple(parser.dataclass_types))
+    try:
+        return parser.parse_args_and_config(args=argv)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"Invalid configuration: {err}") from err
+
+
+def check_config_file(argv: list[str], types_: tuple, ignored: tuple = ()) -> dict:
+    """Check the `--config` YAML named in `argv` before `TrlParser` reads it; return its mapping (`{}` without one).
+
+    `TrlParser` turns YAML values into argparse *defaults*: a string is converted like a flag (`"5e-4"` -> 5e-4), but
+    any other value reaches the dataclass as it is, so `render_steps: [4]` or `use_peft: 3` would fail far from the
+    config, or not at all. Every key must be a field of one of `types_` (or of `ignored`: keys another command reads,
+    accepted so that one file serves both, e.g. the training config given to `pig evaluate`), or `env` (environment
+    variables, as TrlParser sets them); every value must fit its field's type.
+
+    Raises:
+        ConfigError: the file is missing or not a YAML mapping, or names unknown keys (with the nearest known ones),
+            or gives a value of the wrong type (key, expected type, value).
+    """
+    if "--config" not in argv:
+        return {}
+    index = argv.index("--config")
+    if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
+        raise ConfigError("--config needs a YAML file, e.g. --config configs/cpu.yaml.")
+    path = Path(argv[index + 1])
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"Config file {path} does not exist. Pass an existing YAML file (see configs/).") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"Config file {path} cannot be read ({err}).") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Config file {path} is not valid YAML: {' '.join(str(err).split())}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a YAML mapping of key: value, got {type(data).__name__}.")
+    fields = {}
+    for cls in (*ignored, *types_):  # a command's own fields win over an ignored one of the same name
+        hints = typing.get_type_hints(cls)
+        fields.update({f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init})
+    unknown = [key for key in data if key != "env" and key not in fields]
+    if unknown:
+        near = {key: difflib.get_close_matches(str(key), list(fields), n=1) for key in unknown}
+        listed = ", ".join(f"{k!r}" + (f" (did you mean {n[0]!r}?)" if n else "") for k, n in near.items())
+        raise ConfigError(f"Config file {path}: unknown keys {listed}. Remove them or fix their spelling.")
+    env = data.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, (str, int, float, bool)) for v in env.values()):
+        raise ConfigError(f"Config file {path}: 'env' must map variable names to plain values, got {env!r}.")
+    for key, value in data.items():
+        if key != "env" and not _fits(value, fields[key]):
+            raise ConfigError(
+                f"Config file {path}: {key} must be {_type_name(fields[key])}, got {value!r} "
+                f"({type(value).__name__}). Fix the value (quote it if it is meant as text)."
+            )
+    return data
+
+
+def _fits(value: object, hint) -> bool:
+    """Whether a YAML value fits a dataclass field's type the way `TrlParser` will use it (a string for a number or
+    a bool is converted like a flag, so it fits if it converts)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any or hint is object:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return any(value == arg and type(value) is type(arg) for arg in args)
+    if hint in (list, tuple) or origin in (list, tuple):
+        items = [a for a in args if a is not Ellipsis]
+        return isinstance(value, list) and all(any(_fits(v, a) for a in items) for v in value) if items else True
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool) or (isinstance(value, str) and value.lower() in _BOOL_STRINGS)
+    if hint in (int, float):
+        numbers = (int,) if hint is int else (int, float)
+        if isinstance(value, str):
+            return _parses(hint, value)
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, hint) or value in {m.value for m in hint}
+    return True  # a type argparse does not parse from YAML either (e.g. accelerate's ParallelismConfig): its own check
+
+
+_BOOL_STRINGS = {"true", "false", "yes", "no", "t", "f", "y", "n", "1", "0"}  # transformers' string_to_bool
+
+
+def _parses(kind, text: str) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _type_name(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {' or '.join(_type_name(a) for a in args if a is not Ellipsis) or 'values'}"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in hint)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))

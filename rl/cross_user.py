@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reward.errors import AdapterError, ConfigError
 from rl import ground_truth
 from rl.config import PigArguments
 from rl.evaluate_policy import (
@@ -66,11 +67,11 @@ class MatrixArguments(SamplingArguments):
     def __post_init__(self):
         super().__post_init__()
         if not self.users:
-            raise ValueError("--users is required: the sandbox users whose adapters and tastes make the matrix.")
+            raise ConfigError("--users is required: the sandbox users whose adapters and tastes make the matrix.")
         if len(set(self.users)) != len(self.users):
-            raise ValueError(f"--users lists a user twice: {self.users}.")
+            raise ConfigError(f"--users lists a user twice: {self.users}.")
         if self.adapters is not None and len(self.adapters) != len(self.users):
-            raise ValueError(
+            raise ConfigError(
                 f"--adapters needs one adapter per user in --users order: {len(self.users)} users, "
                 f"{len(self.adapters)} adapters."
             )
@@ -87,13 +88,13 @@ def check_shared_base(adapters: list, infos: list) -> None:
     generic rewriter every row is compared with, and one base model holds all the adapters.
 
     Raises:
-        ValueError: naming the two adapters and the setting in which they differ.
+        AdapterError: naming the two adapters and the setting in which they differ.
     """
     first = infos[0]
     for path, info in zip(adapters[1:], infos[1:]):
         for key in ("base_model", "system_prompt", "few_shot", "max_new_tokens"):
             if getattr(info, key) != getattr(first, key):
-                raise ValueError(
+                raise AdapterError(
                     f"The adapters {adapters[0]} and {path} differ in {key} ({getattr(first, key)!r} vs "
                     f"{getattr(info, key)!r}). A cross-user matrix needs adapters of one base model served the same "
                     "way: the base with the adapters disabled is the generic rewriter they are all compared with. "

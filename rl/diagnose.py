@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reward.errors import ConfigError
 from rl.config import CPU_DEFAULTS, PigArguments
 
 
@@ -73,24 +74,18 @@ def sample_report(prompts: list[str], rewrites: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
-    from trl import TrlParser
 
     from policies.rewriter import PromptRewriter
     from reward.users import UserDataError, load_user
     from rl import ground_truth
     from rl.environment import crn_seed
+    from rl.evaluate_policy import parse_dataclasses
     from rl.train_policy import build_reward_stack
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser((PigArguments, DiagnoseArguments))
-    parser.set_defaults_with_config(**CPU_DEFAULTS)
-    args, opts, _, rest = parser.parse_args_and_config(
-        args=argv, return_remaining_strings=True, separate_remaining_strings=True
-    )
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args, opts = parse_dataclasses((PigArguments, DiagnoseArguments), argv)  # training's YAML, unknown keys refused
     if not args.user:
-        parser.error("--user is required.")
+        raise ConfigError("--user is required: a sandbox user id under --users_dir (e.g. demo).")
     user = load_user(args.user, args.users_dir)
     taste = ground_truth.taste_of(user)
     if taste is None:

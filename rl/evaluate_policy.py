@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reward.errors import ConfigError
 from reward.reduction import mean_or_none
 from rl import ground_truth
 from rl.config import CPU_DEFAULTS, PigArguments
@@ -92,9 +93,9 @@ class SamplingArguments:
     def __post_init__(self):
         for name in ("eval_samples", "eval_images", "bootstrap"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}.")
         if self.eval_prompts is not None and not all(p.strip() for p in self.eval_prompts):
-            raise ValueError("--eval_prompts holds an empty prompt.")
+            raise ConfigError("--eval_prompts holds an empty prompt.")
 
 
 @dataclass
@@ -118,20 +119,26 @@ class EvalArguments(SamplingArguments):
     def __post_init__(self):
         super().__post_init__()
         if self.prompt_set not in (*PROMPT_SETS, "both"):
-            raise ValueError(f"--prompt_set must be heldout, training or both, got {self.prompt_set!r}.")
+            raise ConfigError(f"--prompt_set must be heldout, training or both, got {self.prompt_set!r}.")
         if self.decoding not in (*DECODINGS, "both"):
-            raise ValueError(f"--decoding must be sampled, greedy or both, got {self.decoding!r}.")
+            raise ConfigError(f"--decoding must be sampled, greedy or both, got {self.decoding!r}.")
 
 
 def parse_dataclasses(types: tuple, argv: list[str] | None) -> list:
-    """Training's config keys (embedded defaults < --config YAML < flags) plus a command's own dataclasses; trainer
-    keys in a YAML are accepted and ignored, so the training config can be reused as it is."""
+    """Training's config keys (embedded defaults < --config YAML < flags) plus a command's own dataclasses. Keys of
+    training's trainer and policy configs (TRL's GRPO/RLOO/DPO and model configs) in a YAML are accepted and ignored,
+    so the training config can be reused as it is; any other unknown key, or a value of the wrong type, is an error
+    (`rl.config.check_config_file`)."""
+    import trl
     from trl import TrlParser
 
+    from rl.config import check_config_file
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    check_config_file(argv, types, ignored=(trl.GRPOConfig, trl.RLOOConfig, trl.DPOConfig, trl.ModelConfig))
     parser = TrlParser(types)
     parser.set_defaults_with_config(**CPU_DEFAULTS)
-    *parsed, _config_rest, cli_rest = parser.parse_args_and_config(
+    *parsed, _trainer_keys, cli_rest = parser.parse_args_and_config(
         args=argv, return_remaining_strings=True, separate_remaining_strings=True
     )
     if cli_rest:
@@ -142,7 +149,7 @@ def parse_dataclasses(types: tuple, argv: list[str] | None) -> list:
 def parse_args(argv: list[str] | None = None) -> tuple[PigArguments, EvalArguments]:
     pig_args, eval_args = parse_dataclasses((PigArguments, EvalArguments), argv)
     if not pig_args.user:
-        raise SystemExit("error: --user is required.")
+        raise ConfigError("--user is required: a user id under --users_dir (e.g. demo) or a path to a user folder.")
     return pig_args, eval_args
 
 

@@ -56,7 +56,9 @@ class Renderer:
         else:
             dtype = getattr(torch, settings.dtype)
         self.settings, self.device, self._torch = settings, device, torch
-        self.pipe = AutoPipelineForText2Image.from_pretrained(settings.model, dtype=dtype).to(device)
+        from reward.hub import load_kwargs
+
+        self.pipe = AutoPipelineForText2Image.from_pretrained(settings.model, dtype=dtype, **load_kwargs()).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self._cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
         self.images_rendered = 0

@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
     import trl
     from trl import ModelConfig, TrlParser
 
+    from reward.users import user_id_of
+    from rl.config import parse_checked
+
     argv = list(sys.argv[1:] if argv is None else argv)
     algorithm = algorithm_of(argv)
     config_class = getattr(trl, ALGORITHMS[algorithm][0])
@@ -85,11 +88,11 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
 
         early = TrlParser((PigArguments, _Unchecked, ModelConfig))
         early.set_defaults_with_config(**defaults)
-        pig_args, _, early_model_args = early.parse_args_and_config(args=argv)
+        pig_args, _, early_model_args = parse_checked(early, argv)
         check_configured_models(pig_args, early_model_args)
     parser = TrlParser((PigArguments, config_class, ModelConfig))
     parser.set_defaults_with_config(**defaults)
-    args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    args, training_args, model_args = parse_checked(parser, argv)  # unknown YAML keys, wrong types: ConfigError
     args.algorithm = algorithm
     if not args.user:
         parser.error("--user is required: a user id under --users_dir (e.g. demo) or a path to a user folder.")
@@ -107,7 +110,7 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
             parser.error("Set fidelity_weight instead of reward_weights (rewards are [preference, fidelity]).")
         training_args.reward_weights = [1.0, args.fidelity_weight]
     run = training_args.run_name or time.strftime(f"{args.algorithm}-%Y%m%d-%H%M%S")
-    user_key = Path(args.user).name
+    user_key = user_id_of(args.user, args.users_dir)  # `users/demo/user.json` files its run under runs/demo/
     training_args.output_dir = training_args.output_dir.format(runs_dir=args.runs_dir, user=user_key, run=run)
     training_args.run_name = run
     return args, training_args, model_args
@@ -147,7 +150,8 @@ def build_trainer(args: PigArguments, training_args, model_args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import get_peft_config
 
-    from policies.rewriter import build_chat
+    from policies.rewriter import build_chat, check_adapter_files, check_adapter_fits
+    from reward.hub import load_kwargs
     from reward.users import load_user
     from rl import ground_truth
     from rl.environment import PersonalizedEnvironment
@@ -195,11 +199,18 @@ def build_trainer(args: PigArguments, training_args, model_args):
     )
 
     # 4. The trainer: the policy with a fresh LoRA (or the adapter to continue from), TRL's trainer as it is.
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    trust = model_args.trust_remote_code  # off by default (TRL's flag); PIG_TRUST_REMOTE_CODE=1 also allows it
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path, **load_kwargs(weights=False, trust_remote_code=trust)
+    )
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
-    policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+    policy = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path, dtype=dtype, **load_kwargs(trust_remote_code=trust)
+    )
     peft_config = get_peft_config(model_args)
     if args.init_adapter:
+        check_adapter_files(args.init_adapter)  # safetensors only, and shapes that fit this policy
+        check_adapter_fits(args.init_adapter, policy, model_args.model_name_or_path)
         policy = PeftModel.from_pretrained(policy, args.init_adapter, is_trainable=True)
         peft_config = None
     _init_wandb(state, training_args, args, model_args, out_dir)
@@ -400,13 +411,15 @@ def _init_wandb(state, training_args, args, model_args, out_dir: Path) -> None:
 
     import wandb
 
+    from reward.users import user_id_of
+
     out_dir.mkdir(parents=True, exist_ok=True)
     wandb.init(
         project=os.environ.get("WANDB_PROJECT", "pig-rl"),
         name=training_args.run_name,
         dir=str(out_dir),
         config={"pig": dataclasses.asdict(args), "policy": dataclasses.asdict(model_args)},
-        tags=[f"user:{Path(args.user).name}"],
+        tags=[f"user:{user_id_of(args.user, args.users_dir)}"],
     )
 
 
@@ -428,13 +441,6 @@ def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as err:  # a clear one-line error for the known failure modes, the traceback for the rest
-        from reward.hub import ModelUnavailableError
-        from reward.users import UserDataError
+    from rl.cli import run
 
-        if isinstance(err, (ModelUnavailableError, UserDataError)):
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    sys.exit(run(main))

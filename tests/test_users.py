@@ -74,6 +74,6 @@ def test_invalid_json(demo_user_copy):
 
 def test_references_hash_changes_with_an_image(demo_user_copy):
     before = load_user(str(demo_user_copy)).references_hash()
-    src = demo_user_copy / "images" / "ref00_rejected.png"
+    src = demo_user_copy / "images" / "ref01_chosen.png"
     (demo_user_copy / "images" / "ref00_chosen.png").write_bytes(src.read_bytes())
     assert load_user(str(demo_user_copy)).references_hash() != before

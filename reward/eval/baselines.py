@@ -87,9 +87,11 @@ class ImageEmbedder:
         import torch
         from transformers import AutoImageProcessor, CLIPModel
 
+        from reward.hub import load_kwargs
+
         self.model_id, self.device, self.batch_size, self._torch = model, device, batch_size, torch
-        self.processor = AutoImageProcessor.from_pretrained(model)
-        self.model = CLIPModel.from_pretrained(model).to(device).eval()
+        self.processor = AutoImageProcessor.from_pretrained(model, **load_kwargs(weights=False))
+        self.model = CLIPModel.from_pretrained(model, **load_kwargs()).to(device).eval()
 
     def embed(self, images: list) -> np.ndarray:
         torch = self._torch
