@@ -7,6 +7,8 @@ pig train --user demo [...]                      accelerate launch rl/train_poli
 pig evaluate --user demo                         the user's adapter vs the base policy, judged for the user
 pig matrix --users demo nightowl crowd           every sandbox user's adapter under every user's true taste
 pig diagnose --user demo                         the reward chain, link by link, against a sandbox user's truth
+pig report runs/demo/final-s0                    a run's report.html (curves, context, images, rewrites, evaluation)
+pig dashboard runs/demo/final-s0                 a W&B report of a synced run's logged panels (online)
 pig bench --dataset users --out runs/bench/x     accuracy table of PIGReward and the baselines (PIGBench-style)
 pig import pickapic|pigbench|folder ...          convert a preference dataset to the per-user folder format
 """
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": _evaluate,
         "matrix": _matrix,
         "diagnose": _diagnose,
+        "report": _report,
+        "dashboard": _dashboard,
         "bench": cmd_bench,
         "import": cmd_import,
     }
@@ -53,6 +57,18 @@ def _evaluate(argv: list[str]) -> int:
     from rl.evaluate_policy import main as evaluate
 
     return evaluate(argv)
+
+
+def _report(argv: list[str]) -> int:
+    from rl.report import main as report
+
+    return report(argv)
+
+
+def _dashboard(argv: list[str]) -> int:
+    from rl.dashboard import main as dashboard
+
+    return dashboard(argv)
 
 
 def _diagnose(argv: list[str]) -> int:

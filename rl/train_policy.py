@@ -137,7 +137,11 @@ def main(argv: list[str] | None = None) -> Path:
     args, training_args, model_args = parse_args(argv)
     trainer, user = build_trainer(args, training_args, model_args)
     trainer.train()
-    return save_adapter(trainer, user, args, training_args, model_args)
+    adapter_dir = save_adapter(trainer, user, args, training_args, model_args)
+    from rl.report import report_after_training
+
+    report_after_training(adapter_dir.parent)  # <run>/report.html
+    return adapter_dir
 
 
 def build_trainer(args: PigArguments, training_args, model_args):
