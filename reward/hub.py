@@ -32,13 +32,12 @@ def remote_code_allowed() -> bool:
     return os.environ.get(TRUST_REMOTE_CODE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def load_kwargs(weights: bool = True, trust_remote_code: bool = False) -> dict:
-    """Keyword arguments of every `from_pretrained` call: no checkpoint code unless `trust_remote_code` (TRL's
-    `--trust_remote_code` of the policy) or `remote_code_allowed()`, and for weights (`weights=True`) safetensors only
-    (`use_safetensors=True`: a folder with only pickle weights fails instead of being unpickled). Tokenizers and
-    processors take `weights=False`."""
-    trust = bool(trust_remote_code) or remote_code_allowed()
-    return {"trust_remote_code": trust, **({"use_safetensors": True} if weights else {})}
+def load_kwargs(weights: bool = True) -> dict:
+    """Keyword arguments of every `from_pretrained` call: no checkpoint code unless `remote_code_allowed()`, and for
+    weights (`weights=True`) safetensors only (`use_safetensors=True`: a folder with only pickle weights fails instead
+    of being unpickled). Tokenizers and processors take `weights=False`. One switch for every model (policy, judge,
+    renderer, embedder), as TRL 1.16's `ModelConfig` has no `trust_remote_code` field."""
+    return {"trust_remote_code": remote_code_allowed(), **({"use_safetensors": True} if weights else {})}
 
 
 def pickle_only_weights(folder: str | Path) -> list[Path]:

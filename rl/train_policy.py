@@ -203,14 +203,10 @@ def build_trainer(args: PigArguments, training_args, model_args):
     )
 
     # 4. The trainer: the policy with a fresh LoRA (or the adapter to continue from), TRL's trainer as it is.
-    trust = model_args.trust_remote_code  # off by default (TRL's flag); PIG_TRUST_REMOTE_CODE=1 also allows it
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path, **load_kwargs(weights=False, trust_remote_code=trust)
-    )
+    # no checkpoint code unless PIG_TRUST_REMOTE_CODE=1, safetensors weights only (reward.hub.load_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **load_kwargs(weights=False))
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
-    policy = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path, dtype=dtype, **load_kwargs(trust_remote_code=trust)
-    )
+    policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype, **load_kwargs())
     peft_config = get_peft_config(model_args)
     if args.init_adapter:
         check_adapter_files(args.init_adapter)  # safetensors only, and shapes that fit this policy
