@@ -435,7 +435,8 @@ def _user(tmp_path):
     for name, colour in (("warm", WARM), ("cool", COOL)):
         Image.new("RGB", (20, 20), colour).save(root / "images" / f"{name}.png")
     ref = {"prompt": "a lighthouse", "chosen": "images/warm.png", "rejected": "images/cool.png"}
-    (root / "user.json").write_text(json.dumps({"user_id": "warm-fan", "references": [ref, ref]}))
+    refs = [ref, {**ref, "prompt": "a lighthouse at dusk"}]  # two references: a repeated one is refused
+    (root / "user.json").write_text(json.dumps({"user_id": "warm-fan", "references": refs}))
     return load_user(str(root))
 
 
