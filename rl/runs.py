@@ -1,0 +1,262 @@
+"""What a runs folder holds for a user, read back without loading a model: adapters, the `LATEST` pointer, the
+evaluations of an adapter, the training configuration a run recorded, the cached user contexts.
+
+    runs/<user>/LATEST                    -> "<run>/adapter" (relative to runs/<user>/), written by rl/train_policy.py
+    runs/<user>/<run>/adapter/            PEFT adapter + pig_adapter.json (policies.rewriter.AdapterInfo)
+    runs/<user>/<run>/log_history.json    the trainer's log history
+    runs/<user>/<run>/wandb/              the W&B run (offline by default); its run record holds the arguments
+    runs/<user>/eval/<name>/results.json  `pig evaluate` of one adapter (its path is recorded in the file)
+    runs/<user>/context/<key>.json        cached user contexts (reward/context.py)
+
+Shared by `pig export` (rl/export.py) and `pig users` (rl/users_cmd.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policies.rewriter import ADAPTER_META, AdapterInfo, latest_adapter
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def user_hash(user_id: str) -> str:
+    """A stable pseudonym for a user id: the first 16 hex digits of its SHA-256.
+
+    It lets whoever knows the id match an adapter to its user without the package revealing the id. It is not
+    anonymization: a short, guessable id can be found by hashing candidates.
+    """
+    return "sha256:" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Run:
+    """One training run of a user: its folder, its adapter and the adapter's metadata."""
+
+    run_dir: Path
+    adapter_dir: Path
+    info: AdapterInfo
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def user_runs(self) -> Path:
+        """runs/<user>/: where the user's runs, evaluations and contexts live."""
+        return self.run_dir.parent
+
+
+def load_run(adapter_dir: str | Path) -> Run:
+    """The run that wrote `adapter_dir` (a folder holding adapter_config.json and pig_adapter.json)."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter_dir} holds no adapter_config.json: it is not a PEFT adapter folder.")
+    return Run(adapter_dir.parent, adapter_dir, AdapterInfo.load(adapter_dir))
+
+
+def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Run:
+    """`run` is a run folder (holding `adapter/`), an adapter folder, or a user id (its `runs/<user>/LATEST`)."""
+    path = Path(run)
+    if (path / "adapter" / "adapter_config.json").is_file():
+        return load_run(path / "adapter")
+    if (path / "adapter_config.json").is_file():
+        return load_run(path)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"{path} is a folder but holds neither adapter/adapter_config.json (a run folder) nor adapter_config.json "
+            "(an adapter folder). Give a run folder such as runs/<user>/<run>, or a user id."
+        )
+    if (Path(runs_dir) / str(run) / "LATEST").is_file():
+        return load_run(latest_adapter(str(run), runs_dir))
+    raise FileNotFoundError(
+        f"{run!r} is neither a run folder, an adapter folder, nor a user with a trained adapter "
+        f"({Path(runs_dir) / str(run) / 'LATEST'} is missing). Give runs/<user>/<run> or a trained user's id "
+        "(see `pig users`)."
+    )
+
+
+def user_runs(runs_dir: str | Path, user_id: str) -> list[Run]:
+    """Every run of the user with a complete adapter (adapter_config.json and pig_adapter.json), by name."""
+    folder = Path(runs_dir) / user_id
+    adapters = sorted(folder.glob(f"*/adapter/{ADAPTER_META}")) if folder.is_dir() else []
+    return [load_run(meta.parent) for meta in adapters if (meta.parent / "adapter_config.json").is_file()]
+
+
+def latest_run(runs_dir: str | Path, user_id: str) -> Run | None:
+    """The run `runs/<user>/LATEST` points at, or None when the user has none (or the pointer is broken)."""
+    try:
+        return load_run(latest_adapter(user_id, runs_dir))
+    except FileNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------- evaluations
+@dataclass
+class Evaluation:
+    """A `pig evaluate` result of one adapter. `stale`: written before the adapter's weights (of an earlier run
+    saved in the same folder), so its figures are not this adapter's."""
+
+    path: Path
+    results: dict
+    stale: bool
+
+    @property
+    def name(self) -> str:
+        return self.path.parent.name
+
+
+def evaluations(run: Run) -> list[Evaluation]:
+    """The evaluations of `run`'s adapter under runs/<user>/eval/, newest first (stale ones included, flagged).
+
+    `pig evaluate` records the adapter path as given on its command line (relative to where it ran), so an
+    evaluation matches when that path resolves to this adapter, or ends in this run's `<run>/adapter` (the eval folder
+    belongs to this user's runs folder, where run names are unique).
+    """
+    found = []
+    weights = run.adapter_dir / ADAPTER_WEIGHTS
+    written = weights.stat().st_mtime if weights.is_file() else 0.0
+    for path in sorted((run.user_runs / "eval").glob("*/results.json")):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            continue  # a half-written or foreign file is not an evaluation of this adapter
+        recorded = Path(str(results.get("adapter", "")))
+        same = recorded.resolve() == run.adapter_dir.resolve() or recorded.parts[-2:] == (run.name, "adapter")
+        if same:
+            found.append(Evaluation(path, results, stale=path.stat().st_mtime < written))
+    return sorted(found, key=lambda e: e.path.stat().st_mtime, reverse=True)
+
+
+def latest_evaluation(run: Run) -> Evaluation | None:
+    """The newest evaluation of `run`'s adapter that is not stale."""
+    return next((e for e in evaluations(run) if not e.stale), None)
+
+
+COMPARISONS = ("adapter_vs_base", "adapter_vs_original", "base_vs_original")
+
+
+def evaluation_rows(results: dict) -> list[dict]:
+    """One row per block of an evaluation: prompt set, decoding, cells, and for each comparison the ground truth's
+    and the judge's preference (with the truth's 95% interval), the fidelity of base and adapter rewrites."""
+    rows = []
+    for block in results.get("blocks", []):
+        summary = block.get("summary", {})
+        row = {
+            "prompt_set": block.get("prompt_set"),
+            "decoding": block.get("decoding"),
+            "cells": (block.get("prompts") or 0) * (block.get("samples") or 0),
+            "fidelity_base": summary.get("fidelity_base"),
+            "fidelity_adapter": summary.get("fidelity_adapter"),
+        }
+        for comparison in COMPARISONS:
+            views = summary.get(comparison, {})
+            row[comparison] = {
+                "ground_truth": (views.get("ground_truth") or {}).get("preference"),
+                "ground_truth_ci95": (views.get("ground_truth") or {}).get("ci95"),
+                "judge": (views.get("judge") or {}).get("preference"),
+            }
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- what the run recorded
+def run_config(run: Run) -> dict | None:
+    """The arguments the run recorded in its W&B run (offline or not): `{"pig": PigArguments, "policy":
+    ModelConfig, "trainer": the TRL config}`, or None when the run logged no W&B run (`--report_to none`).
+
+    rl/train_policy.py starts the W&B run with `config={"pig": ..., "policy": ...}`; TRL's callback adds the trainer
+    config. The `.wandb` file is the only place a run folder keeps them (the adapter's training_args.bin is a pickle,
+    which we do not load).
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    from rl.wandb_offline import find_run_files, iter_records
+
+    files = find_run_files(run.run_dir / "wandb") if (run.run_dir / "wandb").is_dir() else []
+    if not files:
+        return None
+    config: dict = {"pig": {}, "policy": {}, "trainer": {}}
+    for raw in iter_records(files[-1]):  # the newest W&B run of this folder
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        kind = record.WhichOneof("record_type")
+        items = record.run.config.update if kind == "run" else record.config.update if kind == "config" else []
+        for item in items:
+            key = item.key or "/".join(item.nested_key)
+            if key.startswith("_"):
+                continue
+            value = json.loads(item.value_json)
+            if key in ("pig", "policy") and isinstance(value, dict):
+                config[key].update(value)
+            else:
+                config["trainer"][key] = value
+    return config
+
+
+def learning_summary(history: list[dict]) -> dict:
+    """Steps, training time and, for each reward term logged, the mean of the first and the last quarter of the
+    logged steps (as the training's own `[done]` lines report them)."""
+    summary: dict = {
+        "steps": max((h.get("step", 0) for h in history), default=0),
+        "train_runtime_s": next((h["train_runtime"] for h in reversed(history) if "train_runtime" in h), None),
+    }
+    for key in ("reward", "rewards/preference/mean", "rewards/fidelity/mean", "reward/ground_truth"):
+        values = [h[key] for h in history if isinstance(h.get(key), (int, float))]
+        if values:
+            k = max(1, len(values) // 4)
+            summary[key] = {"first": sum(values[:k]) / k, "last": sum(values[-k:]) / k, "steps_averaged": k}
+    return summary
+
+
+def read_history(run: Run) -> list[dict]:
+    path = run.run_dir / "log_history.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+# --------------------------------------------------------------------------------------------------- user contexts
+@dataclass
+class ContextStatus:
+    """The cached contexts of a user (reward/context.py) and whether one was built from the current references.
+
+    Whether it is *the* context a run will use also depends on the reasoner model, template and generation settings
+    (its cache key); those come from a training config, so this reports the model that wrote each cached context.
+    """
+
+    cached: list[dict] = field(default_factory=list)  # one per file: path, key, model_id, rationales, current
+
+    @property
+    def current(self) -> list[dict]:
+        return [c for c in self.cached if c["current"]]
+
+    def describe(self) -> str:
+        if not self.cached:
+            return "none cached (built at the first `pig context` / `pig train`)"
+        if not self.current:
+            return f"{len(self.cached)} cached, all stale (the references changed since): rebuilt at the next run"
+        best = self.current[-1]
+        return f"cached for the current references ({best['rationales']} rationales by {best['model_id']})"
+
+
+def context_status(runs_dir: str | Path, user_id: str, references_hash: str | None) -> ContextStatus:
+    """The contexts cached under runs/<user>/context/, oldest first; `current` when built from `references_hash`."""
+    status = ContextStatus()
+    folder = Path(runs_dir) / user_id / "context"
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            continue  # the cache never trusts an unreadable file either (reward.context.load_cached)
+        status.cached.append(
+            {
+                "path": str(path),
+                "key": path.stem,
+                "model_id": data.get("model_id"),
+                "rationales": len(data.get("rationales", [])),
+                "current": references_hash is not None and data.get("references_hash") == references_hash,
+            }
+        )
+    return status
