@@ -3,7 +3,11 @@
 pig context --user demo                          build or show a user's PIGReward context
 pig judge --user demo --prompt P A.png B.png     judge two images for a user (both orders)
 pig rewrite --user demo "a sun"                  rewrite prompts with the user's trained adapter
+pig rewrite --user demo --file prompts.txt       rewrite a file of prompts in batches (JSONL out)
 pig train --user demo [...]                      accelerate launch rl/train_policy.py --user demo [...], in-process
+pig train-all --users_dir users [-- ...]         train every untrained user of a folder, one after another
+pig users                                        users with their context, adapters and latest evaluation
+pig export demo --out exports/demo [--merge]     a user's adapter as a package to ship (model card, serving recipes)
 pig evaluate --user demo                         the user's adapter vs the base policy, judged for the user
 pig matrix --users demo nightowl crowd           every sandbox user's adapter under every user's true taste
 pig diagnose --user demo                         the reward chain, link by link, against a sandbox user's truth
@@ -29,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         "judge": cmd_judge,
         "rewrite": cmd_rewrite,
         "train": _train,
+        "train-all": _train_all,
+        "users": _users,
+        "export": _export,
         "evaluate": _evaluate,
         "matrix": _matrix,
         "diagnose": _diagnose,
@@ -81,6 +88,24 @@ def _matrix(argv: list[str]) -> int:
     from rl.cross_user import main as matrix
 
     return matrix(argv)
+
+
+def _train_all(argv: list[str]) -> int:
+    from rl.users_cmd import train_all
+
+    return train_all(argv)
+
+
+def _users(argv: list[str]) -> int:
+    from rl.users_cmd import list_users
+
+    return list_users(argv)
+
+
+def _export(argv: list[str]) -> int:
+    from rl.export import main as export
+
+    return export(argv)
 
 
 def _train(argv: list[str]) -> int:
