@@ -321,7 +321,8 @@ def _offline_run(run_dir: Path) -> Path | None:
 
 
 def _wandb_config(run_dir: Path) -> dict:
-    """The run's configuration (`pig` and `policy` sections) as the offline W&B run recorded it; {} without one."""
+    """The run's configuration as the offline W&B run recorded it (`pig` and `policy`: our arguments and the policy's;
+    the trainer's keys at the top level); {} without one."""
     file = _offline_run(run_dir)
     if file is None:
         return {}
@@ -333,8 +334,9 @@ def _wandb_config(run_dir: Path) -> dict:
     for raw in iter_records(file):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(raw)
-        if record.WhichOneof("record_type") == "config":
-            for item in record.config.update:
+        kind = record.WhichOneof("record_type")
+        if kind in ("run", "config"):  # ours at wandb.init (the run record), the trainer's later
+            for item in (record.run.config if kind == "run" else record.config).update:
                 value = json.loads(item.value_json)
                 config[item.key] = value.get("value", value) if isinstance(value, dict) else value
     return config
@@ -479,6 +481,9 @@ def _settings_table(run: RunFiles) -> str:
     for key in ("lora_r", "lora_alpha"):
         if key in policy:
             rows.append((key, policy[key]))
+    for key in ("learning_rate", "num_generations", "per_device_train_batch_size", "num_iterations", "beta", "seed"):
+        if key in run.config:
+            rows.append((key, run.config[key]))
     runtime = next((h["train_runtime"] for h in reversed(run.history) if "train_runtime" in h), None)
     if runtime is not None:
         rows.append(("train_runtime (s)", f"{runtime:.0f}"))

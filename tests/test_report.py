@@ -195,6 +195,7 @@ def test_training_writes_a_report_with_the_runs_numbers(evaluated_run):
     assert page.cells["reward", "last"] == f"{_expected_last_reward(run_dir):.3f}"
     assert "No evaluation of this adapter" in text  # training ends before any evaluation
     assert "Rewrites logged during training" in text  # read from the offline W&B run's sample tables
+    assert "<th>compare_to</th><td>both</td>" in text  # the run's settings, from the offline W&B run's config
     context = json.loads(next((run_dir.parent / "context").glob("*.json")).read_text())
     assert html.escape(context["rationales"][0]["text"]) in text
 
