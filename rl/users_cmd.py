@@ -131,7 +131,8 @@ def _describe(entry: dict) -> str:
     )
     lines = [f"{entry['user_id']}  ({facts})", f"  context:  {entry['context']['status']}"]
     adapters = [
-        f"{a['run']} ({a['trainer']}, {a['trained_steps']} steps){' <- LATEST' if a['latest'] else ''}"
+        f"{a['run']} ({a['trainer']}, {a['trained_steps']} step{'s' if a['trained_steps'] != 1 else ''})"
+        f"{' <- LATEST' if a['latest'] else ''}"
         for a in entry["adapters"]
     ]
     lines.append(f"  adapters: {', '.join(adapters) if adapters else 'none (pig train-all trains it)'}")
