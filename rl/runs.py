@@ -113,8 +113,8 @@ def evaluations(run: Run) -> list[Evaluation]:
     """The evaluations of `run`'s adapter under runs/<user>/eval/, newest first (stale ones included, flagged).
 
     `pig evaluate` records the adapter path as given on its command line (relative to where it ran), so an
-    evaluation matches when that path resolves to this adapter, or ends in this run's `<run>/adapter` (the eval folder
-    belongs to this user's runs folder, where run names are unique).
+    evaluation matches when that path resolves to this adapter or ends in this run's `<user>/<run>/adapter`, and it
+    scored the adapter's own user (`pig evaluate --user B --adapter <A's adapter>` measures user B's taste).
     """
     found = []
     weights = run.adapter_dir / ADAPTER_WEIGHTS
@@ -125,8 +125,9 @@ def evaluations(run: Run) -> list[Evaluation]:
         except json.JSONDecodeError:
             continue  # a half-written or foreign file is not an evaluation of this adapter
         recorded = Path(str(results.get("adapter", "")))
-        same = recorded.resolve() == run.adapter_dir.resolve() or recorded.parts[-2:] == (run.name, "adapter")
-        if same:
+        tail = (run.user_runs.name, run.name, run.adapter_dir.name)
+        same = recorded.resolve() == run.adapter_dir.resolve() or recorded.parts[-3:] == tail
+        if same and results.get("user") == run.info.user_id:
             found.append(Evaluation(path, results, stale=path.stat().st_mtime < written))
     return sorted(found, key=lambda e: e.path.stat().st_mtime, reverse=True)
 
@@ -179,10 +180,15 @@ def run_config(run: Run) -> dict | None:
     files = find_run_files(run.run_dir / "wandb") if (run.run_dir / "wandb").is_dir() else []
     if not files:
         return None
+    from google.protobuf.message import DecodeError
+
     config: dict = {"pig": {}, "policy": {}, "trainer": {}}
     for raw in iter_records(files[-1]):  # the newest W&B run of this folder
         record = wandb_internal_pb2.Record()
-        record.ParseFromString(raw)
+        try:
+            record.ParseFromString(raw)
+        except DecodeError:
+            break  # a torn record at the end of a file W&B is still writing; the config records come first
         kind = record.WhichOneof("record_type")
         items = record.run.config.update if kind == "run" else record.config.update if kind == "config" else []
         for item in items:

@@ -193,3 +193,31 @@ def test_rewrite_needs_prompts_or_a_file(capsys):
         with pytest.raises(SystemExit):
             cmd_rewrite(argv)
         assert "one of them" in capsys.readouterr().err
+
+
+def test_evaluations_of_an_adapter_are_its_own_users_and_not_older_than_it(tmp_path):
+    """Literal folders: which `results.json` under runs/<user>/eval/ describe an adapter (rl.runs.evaluations)."""
+    from policies.rewriter import SYSTEM_PROMPT, AdapterInfo
+    from rl.runs import evaluations, latest_evaluation, load_run
+
+    adapter = tmp_path / "runs" / "ann" / "r1" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    AdapterInfo("ann", "base", SYSTEM_PROMPT, 12).save(adapter)
+    written = (adapter / "adapter_model.safetensors").stat().st_mtime
+
+    def evaluation(name: str, user: str, path: str, age: float = -10.0):
+        file = tmp_path / "runs" / "ann" / "eval" / name / "results.json"
+        file.parent.mkdir(parents=True)
+        file.write_text(json.dumps({"user": user, "adapter": path, "blocks": []}))
+        os.utime(file, (written - age, written - age))
+
+    evaluation("own", "ann", "runs/ann/r1/adapter")  # relative to wherever it ran
+    evaluation("own-absolute", "ann", str(adapter), age=-20)
+    evaluation("older", "ann", "runs/ann/r1/adapter", age=60)  # before these weights: an earlier run's adapter
+    evaluation("other-adapter", "ann", "runs/bob/r1/adapter")  # same run name, another user's adapter
+    evaluation("other-taste", "bob", "runs/ann/r1/adapter")  # ann's adapter under bob's taste
+    found = {e.name: e.stale for e in evaluations(load_run(adapter))}
+    assert found == {"own": False, "own-absolute": False, "older": True}
+    assert latest_evaluation(load_run(adapter)).name == "own-absolute"
