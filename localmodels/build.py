@@ -74,9 +74,8 @@ def build_minilm(folder: Path) -> dict:
 
 
 def build_rewriter(folder: Path, base: Path) -> dict:
-    from localmodels.demo_user import TRAINING_PROMPTS
+    from localmodels.demo_user import HELDOUT_PROMPTS, TRAINING_PROMPTS
     from localmodels.rewriter_sft import train
-    from rl.ground_truth import HELDOUT_PROMPTS
 
     # Neither the users' training prompts nor the held-out evaluation prompts appear in the warm-start corpus.
     return train(folder, base, exclude={*TRAINING_PROMPTS, *HELDOUT_PROMPTS})

@@ -3,9 +3,9 @@
 No CLIP weights can be downloaded on our machines (docs/STACK.md), so the image-similarity baseline of the evaluation
 harness (`reward.eval.baselines`) runs on CPU against a model built here: random weights for tests
 (`build_tiny_clip`), or trained contrastively on toy-world scenes and their captions (`train_tiny_clip`, what
-`make setup` builds as `.models/tiny-clip`). The saved folder carries a `LOCALMODEL.json` note that
-`reward.eval.bench` copies into its results, so a report always says which it used. Where real weights exist, pass
-e.g. `--clip_model openai/clip-vit-base-patch32`; the code path is the same.
+`make setup` builds as `.models/tiny-clip`). The saved folder carries a `LOCALMODEL.json` note
+(`reward.hub.local_model_note`) that `reward.eval.bench` copies into its results, so a report always says which it
+used. Where real weights exist, pass e.g. `--clip_model openai/clip-vit-base-patch32`; the code path is the same.
 
     python -m localmodels.clip --out .models/tiny-clip --train_steps 600
 """
@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-NOTE_FILE = "LOCALMODEL.json"
+from reward.hub import LOCAL_MODEL_NOTE
 
 
 def build_tiny_clip(
@@ -98,7 +98,7 @@ def build_tiny_clip(
         "tokenizer": tokenizer,
         "note": "Randomly initialised tiny CLIP for CPU tests: image similarities carry no semantic signal.",
     }
-    (out / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    (out / LOCAL_MODEL_NOTE).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -183,26 +183,15 @@ def train_tiny_clip(
         "image_to_caption_top1_of_256": round(top1, 3),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    note = json.loads((out / NOTE_FILE).read_text(encoding="utf-8"))
+    note = json.loads((out / LOCAL_MODEL_NOTE).read_text(encoding="utf-8"))
     note.update(
         weights="trained",
         built_by="localmodels.clip.train_tiny_clip",
         note="Tiny CLIP trained contrastively on toy-world scenes and styled captions (palette, light, layout).",
         figures=figures,
     )
-    (out / NOTE_FILE).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    (out / LOCAL_MODEL_NOTE).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
     return figures
-
-
-def local_model_note(name_or_path: str) -> dict | None:
-    """The `LOCALMODEL.json` note of a model folder built here (e.g. `{"weights": "random", ...}`), if any."""
-    path = Path(name_or_path) / NOTE_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -54,6 +54,108 @@ TRAINING_PROMPTS = [
     "a gem",
 ]
 
+# Prompts never trained on: the toy world's subjects in wordings no user's `prompts`, no reference and no warm-start
+# example uses (checked by a test), and no style word (the rewrite, not the prompt, has to bring the style).
+HELDOUT_PROMPTS: tuple[str, ...] = (
+    "the sun above the hills",
+    "a sun rising over the sea",
+    "an old house at the end of the road",
+    "a house with a garden",
+    "a tree in the middle of a park",
+    "an oak tree",
+    "a snowy mountain peak",
+    "a mountain behind a lake",
+    "a kite flying over the beach",
+    "a paper kite",
+    "the moon over a quiet town",
+    "a full moon",
+    "a cardboard box on the floor",
+    "a wooden box",
+    "a camping tent in the woods",
+    "a tent at the campsite",
+    "an apple on a plate",
+    "a green apple",
+    "a window of an old building",
+    "a round window",
+    "a beach ball",
+    "a ball on the grass",
+    "a precious gem",
+    "a gem on a velvet cloth",
+    # six more wordings per subject (issue 8: 96 prompts, so that a greedy view's interval can reach +-0.05)
+    "the sun over the fields",
+    "a sun behind the clouds",
+    "the morning sun",
+    "a sun setting behind the dunes",
+    "the sun over a desert road",
+    "a sun shining on the water",
+    "a soccer ball",
+    "a ball rolling down the street",
+    "a tennis ball on the court",
+    "a child's ball in the yard",
+    "a rubber ball",
+    "a ball in the playground",
+    "the moon above the forest",
+    "a crescent moon",
+    "the moon over the ocean",
+    "a moon rising behind the city",
+    "the moon in the evening sky",
+    "a moon over the desert",
+    "an apple on the table",
+    "a ripe apple",
+    "an apple hanging from a branch",
+    "a bitten apple",
+    "an apple in a basket",
+    "a fresh apple in the kitchen",
+    "a house by the river",
+    "a farm house in the countryside",
+    "a house on the corner of the street",
+    "a stone house",
+    "a little house near the forest",
+    "a house with a tall chimney",
+    "a box of old letters",
+    "a gift box",
+    "a box on a shelf",
+    "a metal box",
+    "an open box in the attic",
+    "a box by the door",
+    "a window with curtains",
+    "an open window",
+    "a kitchen window",
+    "a window in a stone wall",
+    "a window looking onto the street",
+    "an arched window",
+    "a tree by the river",
+    "a tall pine tree",
+    "a tree on the edge of a cliff",
+    "a tree in the backyard",
+    "a willow tree",
+    "a tree beside the road",
+    "a mountain at dawn",
+    "a rocky mountain",
+    "a mountain above the clouds",
+    "a volcanic mountain",
+    "a mountain with a winding trail",
+    "a mountain in the distance",
+    "a tent in the desert",
+    "a tent by the river",
+    "a circus tent",
+    "a tent on the snow",
+    "a hiking tent",
+    "a tent pitched on the shore",
+    "a kite in the wind",
+    "a kite above the rooftops",
+    "a kite caught in a branch",
+    "a child's kite",
+    "a kite over the meadow",
+    "a dragon kite",
+    "a gem in a treasure chest",
+    "a shiny gem",
+    "a cut gem",
+    "a gem on a ring",
+    "a gem in the rock",
+    "a gem in a glass case",
+)
+
 
 def write_user(
     out: str | Path,
@@ -128,8 +230,6 @@ def write_demo_user(out: str | Path, n_references: int = 8, n_heldout: int = 8, 
 
 def parse_taste_spec(spec: str) -> oracle.SyntheticUser:
     """`"palette=cool:1.0,light=dark:0.8"` -> a taste (weight defaults to 1.0); errors name the fix."""
-    from rl.ground_truth import parse_taste
-
     prefs, weights = {}, {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         axis, _, rest = item.partition("=")
@@ -139,7 +239,7 @@ def parse_taste_spec(spec: str) -> oracle.SyntheticUser:
         except ValueError:
             raise ValueError(f"--taste {spec!r}: weight {weight!r} of {axis} is not a number.") from None
         prefs[axis.strip()] = pole.strip()
-    return parse_taste({"prefs": prefs, "weights": weights}, where=f"--taste {spec!r}")
+    return oracle.parse_taste({"prefs": prefs, "weights": weights}, where=f"--taste {spec!r}")
 
 
 def taste_description(taste: oracle.SyntheticUser) -> str:

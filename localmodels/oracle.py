@@ -203,3 +203,19 @@ def teacher_verdict(rationales: list[str], image_1: Image.Image, image_2: Image.
     winner = 0 if totals[0] == totals[1] else (1 if totals[0] > totals[1] else 2)
     lines += [f"Score 1: {totals[0]}", f"Score 2: {totals[1]}", "Tie" if winner == 0 else f"Image {winner} is better"]
     return "\n".join(lines), winner
+
+
+def parse_taste(spec: dict, where: str = "sandbox") -> SyntheticUser:
+    """`{"prefs": {axis: pole}, "weights": {axis: w}}` -> `SyntheticUser`, validated."""
+    if not isinstance(spec, dict) or set(spec) != {"prefs", "weights"}:
+        raise ValueError(f"{where}: expected exactly the keys 'prefs' and 'weights', got {spec!r}.")
+    prefs, weights = spec["prefs"], spec["weights"]
+    if not isinstance(prefs, dict) or not prefs or not isinstance(weights, dict) or set(prefs) != set(weights):
+        raise ValueError(f"{where}: 'prefs' and 'weights' must be non-empty objects over the same axes.")
+    for axis, pole in prefs.items():
+        if axis not in world.AXES or pole not in world.AXES[axis]:
+            raise ValueError(f"{where}: {axis}={pole!r} is not an axis and pole of {world.AXES}.")
+        w = weights[axis]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+            raise ValueError(f"{where}: weight of {axis} must be a positive number, got {w!r}.")
+    return SyntheticUser(dict(prefs), {a: float(w) for a, w in weights.items()})

@@ -9,7 +9,7 @@ for warm or cool, bright or dark, sparse or busy, but prefers none. Which one a 
 
 The corpus is written by `localmodels.world` (the renderer's prompt language: `style_phrase`, `FILLER_PHRASES`),
 as Promptist learned its vocabulary from prompts that worked on Stable Diffusion. Training prompts of the users and
-the held-out evaluation prompts (`rl.ground_truth.HELDOUT_PROMPTS`) are not in the corpus.
+the held-out evaluation prompts (`localmodels.demo_user.HELDOUT_PROMPTS`) are not in the corpus.
 
     python -m localmodels.rewriter_sft --out .models/smollm2-rewriter
 

@@ -8,6 +8,7 @@ a hub id that is neither cached nor reachable would otherwise fail only after a 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -23,6 +24,20 @@ class ModelUnavailableError(PigError, RuntimeError):
 TRUST_REMOTE_CODE_ENV = "PIG_TRUST_REMOTE_CODE"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 """Weight formats that `torch.load` unpickles: loading one can run code. Never loaded from a folder a user hands us."""
+LOCAL_MODEL_NOTE = "LOCALMODEL.json"
+"""A model folder built by `localmodels/` carries this note (how it was built, random or trained weights), so that a
+report can say which kind of model produced its figures."""
+
+
+def local_model_note(name_or_path: str) -> dict | None:
+    """The `LOCALMODEL.json` note of a model folder (e.g. `{"weights": "random", ...}`), if it has a readable one."""
+    path = Path(name_or_path) / LOCAL_MODEL_NOTE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
 
 
 def remote_code_allowed() -> bool:

@@ -13,107 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# Prompts never trained on: the toy world's subjects in wordings no user's `prompts`, no reference and no warm-start
-# example uses (checked by a test), and no style word (the rewrite, not the prompt, has to bring the style).
-HELDOUT_PROMPTS: tuple[str, ...] = (
-    "the sun above the hills",
-    "a sun rising over the sea",
-    "an old house at the end of the road",
-    "a house with a garden",
-    "a tree in the middle of a park",
-    "an oak tree",
-    "a snowy mountain peak",
-    "a mountain behind a lake",
-    "a kite flying over the beach",
-    "a paper kite",
-    "the moon over a quiet town",
-    "a full moon",
-    "a cardboard box on the floor",
-    "a wooden box",
-    "a camping tent in the woods",
-    "a tent at the campsite",
-    "an apple on a plate",
-    "a green apple",
-    "a window of an old building",
-    "a round window",
-    "a beach ball",
-    "a ball on the grass",
-    "a precious gem",
-    "a gem on a velvet cloth",
-    # six more wordings per subject (issue 8: 96 prompts, so that a greedy view's interval can reach +-0.05)
-    "the sun over the fields",
-    "a sun behind the clouds",
-    "the morning sun",
-    "a sun setting behind the dunes",
-    "the sun over a desert road",
-    "a sun shining on the water",
-    "a soccer ball",
-    "a ball rolling down the street",
-    "a tennis ball on the court",
-    "a child's ball in the yard",
-    "a rubber ball",
-    "a ball in the playground",
-    "the moon above the forest",
-    "a crescent moon",
-    "the moon over the ocean",
-    "a moon rising behind the city",
-    "the moon in the evening sky",
-    "a moon over the desert",
-    "an apple on the table",
-    "a ripe apple",
-    "an apple hanging from a branch",
-    "a bitten apple",
-    "an apple in a basket",
-    "a fresh apple in the kitchen",
-    "a house by the river",
-    "a farm house in the countryside",
-    "a house on the corner of the street",
-    "a stone house",
-    "a little house near the forest",
-    "a house with a tall chimney",
-    "a box of old letters",
-    "a gift box",
-    "a box on a shelf",
-    "a metal box",
-    "an open box in the attic",
-    "a box by the door",
-    "a window with curtains",
-    "an open window",
-    "a kitchen window",
-    "a window in a stone wall",
-    "a window looking onto the street",
-    "an arched window",
-    "a tree by the river",
-    "a tall pine tree",
-    "a tree on the edge of a cliff",
-    "a tree in the backyard",
-    "a willow tree",
-    "a tree beside the road",
-    "a mountain at dawn",
-    "a rocky mountain",
-    "a mountain above the clouds",
-    "a volcanic mountain",
-    "a mountain with a winding trail",
-    "a mountain in the distance",
-    "a tent in the desert",
-    "a tent by the river",
-    "a circus tent",
-    "a tent on the snow",
-    "a hiking tent",
-    "a tent pitched on the shore",
-    "a kite in the wind",
-    "a kite above the rooftops",
-    "a kite caught in a branch",
-    "a child's kite",
-    "a kite over the meadow",
-    "a dragon kite",
-    "a gem in a treasure chest",
-    "a shiny gem",
-    "a cut gem",
-    "a gem on a ring",
-    "a gem in the rock",
-    "a gem in a glass case",
-)
+# The toy world's held-out wordings and the taste parser live with the toy world; rl/ reads them from there.
+from localmodels.demo_user import HELDOUT_PROMPTS  # noqa: F401 (part of this module's interface)
+from localmodels.oracle import parse_taste
 
 TIE_TOLERANCE = 0.02
 """Utility differences at most this large count as a tie (0.5): one pixel-level step is no preference."""
@@ -128,24 +30,6 @@ def taste_of(user) -> object | None:
     if user.sandbox is None:
         return None
     return parse_taste(user.sandbox, where=f"{user.root}/user.json: sandbox")
-
-
-def parse_taste(spec: dict, where: str = "sandbox"):
-    """`{"prefs": {axis: pole}, "weights": {axis: w}}` -> `oracle.SyntheticUser`, validated."""
-    from localmodels import oracle, world
-
-    if not isinstance(spec, dict) or set(spec) != {"prefs", "weights"}:
-        raise ValueError(f"{where}: expected exactly the keys 'prefs' and 'weights', got {spec!r}.")
-    prefs, weights = spec["prefs"], spec["weights"]
-    if not isinstance(prefs, dict) or not prefs or not isinstance(weights, dict) or set(prefs) != set(weights):
-        raise ValueError(f"{where}: 'prefs' and 'weights' must be non-empty objects over the same axes.")
-    for axis, pole in prefs.items():
-        if axis not in world.AXES or pole not in world.AXES[axis]:
-            raise ValueError(f"{where}: {axis}={pole!r} is not an axis and pole of {world.AXES}.")
-        w = weights[axis]
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
-            raise ValueError(f"{where}: weight of {axis} must be a positive number, got {w!r}.")
-    return oracle.SyntheticUser(dict(prefs), {a: float(w) for a, w in weights.items()})
 
 
 def utility(taste, image) -> float:

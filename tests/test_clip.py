@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from localmodels.clip import local_model_note, train_tiny_clip
+from localmodels.clip import train_tiny_clip
+from reward.hub import local_model_note
 
 
 def test_training_lowers_the_contrastive_loss_and_saves_a_loadable_model(tmp_path):

@@ -301,7 +301,7 @@ def summarize_run(
     resources: Resources,
 ) -> dict:
     """The content of `results.json`: per method, the figures of `reward.eval.metrics.summarize` and timings."""
-    from localmodels.clip import local_model_note
+    from reward.hub import local_model_note
 
     all_outcomes = [metrics.PairOutcome(r["user_id"], r["label"], r["preference"]) for r in rows]
     unit = metrics.choose_ci_unit(all_outcomes, config.ci_unit)
