@@ -203,3 +203,33 @@ def test_push_to_hub_offline_fails_with_a_clear_message_after_writing(trained, t
     assert time.time() - started < 30 and (out / "README.md").is_file() and (out / "pig_adapter.json").is_file()
     with pytest.raises(SystemExit):
         _export([trained["run"], "--out", tmp_path / "y", "--push_to_hub", "not a repo"])
+
+
+def test_run_config_reads_a_w_and_b_file_that_is_still_being_written(trained, tmp_path):
+    """The config records come first; a torn record at the end (W&B writes asynchronously) ends the read."""
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
+
+    from rl.runs import load_run, run_config
+    from rl.wandb_offline import find_run_files, iter_records
+
+    run_dir = tmp_path / "r1"
+    shutil.copytree(trained["run"], run_dir)
+    file = find_run_files(run_dir / "wandb")[-1]
+    data = file.read_bytes()
+
+    def naive_read_fails() -> bool:
+        try:
+            for raw in iter_records(file):
+                wandb_internal_pb2.Record().ParseFromString(raw)
+        except DecodeError:
+            return True
+        return False
+
+    for cut in range(1, 2000):  # the first cut that tears a record (cutting padding tears nothing)
+        file.write_bytes(data[:-cut])
+        if naive_read_fails():
+            break
+    assert naive_read_fails(), "no cut tore a record: the test would not test anything"
+    config = run_config(load_run(run_dir / "adapter"))
+    assert config["pig"]["fidelity_weight"] == 1.5 and config["trainer"]["max_steps"] == 1
