@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from policies.rewriter import completion_text, extract_rewrite
 from reward.context import UserContext
 from reward.pigreward import Comparison, PIGReward
-from reward.reduction import split_groups
 from reward.similarity import TextEmbedder
 from rl.config import COMPARE_TO
 from rl.ground_truth import agreement
+from rl.groups import split_groups
 from rl.render import Renderer
 
 

@@ -9,7 +9,6 @@ from reward.reduction import (
     position_consistent,
     preference_from_orders,
     rate,
-    split_groups,
     status_fractions,
     swap,
 )
@@ -46,21 +45,6 @@ def test_mean_and_rate():
     assert mean_or_none([None]) is None
     assert rate([True, False, None, True]) == pytest.approx(2 / 3)
     assert rate([None]) is None
-
-
-def test_split_groups_accepts_whole_groups():
-    groups = split_groups(["a", "a", "b", "b"], 2)
-    assert [list(g) for g in groups] == [[0, 1], [2, 3]]
-
-
-def test_split_groups_rejects_a_partial_group():
-    with pytest.raises(ValueError, match="not a multiple of num_generations=4"):
-        split_groups(["a"] * 6, 4)
-
-
-def test_split_groups_rejects_mixed_group():
-    with pytest.raises(ValueError, match="different prompts"):
-        split_groups(["a", "b", "b", "b"], 2)
 
 
 def test_status_fractions_keeps_every_key():
