@@ -7,13 +7,21 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: demo test setup install models lint bench clean-models
+.PHONY: demo test setup install browser models lint bench clean-models
 
 demo: setup
 	$(BIN)/accelerate launch rl/train_policy.py --user demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# Debian's Chromium for the report's browser test (playwright cannot download its own browser offline). Installed when
+# missing and we may (root); otherwise the test is skipped with its reason and the same checks run on the parsed HTML.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else echo "chromium not installed (apt-get install chromium as root): the browser test will be skipped"; fi; }
 
 setup: install models
 
