@@ -8,6 +8,7 @@ reinforcement learning trained against that user's PIGReward verdicts.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,9 +152,22 @@ def _same_model(a: str, b: str) -> bool:
     return a == b or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
+LATEST = "LATEST"
+"""`runs/<user>/LATEST` holds one line: the adapter folder of the user's most recent finished run, relative to
+`runs/<user>/` (e.g. `grpo-20250101-120000/adapter`). Written by `write_latest`, read by `latest_adapter`."""
+
+
+def write_latest(runs_dir: str | Path, user_id: str, adapter_dir: str | Path) -> Path:
+    """Point `runs/<user>/LATEST` at `adapter_dir` (a relative path, so a moved runs folder keeps working)."""
+    pointer = Path(runs_dir) / user_id / LATEST
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(os.path.relpath(Path(adapter_dir).resolve(), pointer.parent.resolve()) + "\n")
+    return pointer
+
+
 def latest_adapter(user_id: str, runs_dir: str | Path = "runs") -> Path:
     """The adapter of the user's most recent finished training run (`runs/<user>/LATEST` names it)."""
-    pointer = Path(runs_dir) / user_id / "LATEST"
+    pointer = Path(runs_dir) / user_id / LATEST
     if not pointer.is_file():
         raise FileNotFoundError(
             f"No trained adapter for user {user_id!r}: {pointer} is missing. Train one first: "

@@ -236,8 +236,9 @@ def resolve_run(target: str | Path, runs_dir: str | Path = "runs") -> Path:
             f"{target!r} is neither a folder nor a user with a finished run ({pointer} is missing). Pass a run "
             f"folder (runs/<user>/<run>) or train one first: pig train --user {target}."
         )
-    adapter = pointer.parent / pointer.read_text(encoding="utf-8").strip()
-    return adapter.parent
+    from policies.rewriter import latest_adapter
+
+    return latest_adapter(str(target), runs_dir).parent  # a corrupt pointer is named with the fix
 
 
 def read_run(run_dir: str | Path, eval_dir: str | Path | None = None) -> RunFiles:

@@ -338,7 +338,7 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
     """Step 6: the adapter in PEFT format, with what is needed to serve it; runs/<user>/LATEST points at it."""
     from accelerate import PartialState
 
-    from policies.rewriter import SYSTEM_PROMPT, AdapterInfo
+    from policies.rewriter import SYSTEM_PROMPT, AdapterInfo, write_latest
 
     state = PartialState()
     out_dir = Path(training_args.output_dir)
@@ -360,9 +360,7 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
         curve = learning_curve(trainer.state.log_history, out_dir / "learning_curve.png", title=user.user_id)
         if curve is not None:
             print(f"[done] learning curve: {curve}")
-        pointer = Path(args.runs_dir) / user.user_id / "LATEST"
-        pointer.parent.mkdir(parents=True, exist_ok=True)
-        pointer.write_text(os.path.relpath(adapter_dir.resolve(), pointer.parent.resolve()) + "\n")
+        write_latest(args.runs_dir, user.user_id, adapter_dir)
         _print_summary(trainer.state.log_history, adapter_dir, user.user_id)
     try:
         import wandb
