@@ -7,8 +7,7 @@ Conventions: a *preference for A* is in [0, 1]: 1 = A wins, 0 = B wins, 0.5 = ti
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 
 def preference_from_orders(pref_ab: float | None, pref_ba: float | None) -> float | None:
@@ -46,16 +45,3 @@ def mean_or_none(values: Iterable[float | None]) -> float | None:
     """Mean of the values that are not `None`; `None` if there are none."""
     decided = [v for v in values if v is not None]
     return sum(decided) / len(decided) if decided else None
-
-
-def rate(flags: Iterable[bool | None]) -> float | None:
-    """Fraction of `True` among the flags that are not `None` (e.g. the position-consistency rate)."""
-    decided = [f for f in flags if f is not None]
-    return sum(decided) / len(decided) if decided else None
-
-
-def status_fractions(statuses: Iterable[str], known: Sequence[str]) -> dict[str, float]:
-    """Fraction of each known status (0.0 for absent ones, so metrics keep a stable set of keys)."""
-    counts = Counter(statuses)
-    total = sum(counts.values())
-    return {s: (counts[s] / total if total else 0.0) for s in known}

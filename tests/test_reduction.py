@@ -8,8 +8,6 @@ from reward.reduction import (
     mean_or_none,
     position_consistent,
     preference_from_orders,
-    rate,
-    status_fractions,
     swap,
 )
 
@@ -40,13 +38,6 @@ def test_position_consistent(ab, ba, expected):
     assert position_consistent(ab, ba) is expected
 
 
-def test_mean_and_rate():
+def test_mean_or_none_skips_undecided():
     assert mean_or_none([1.0, None, 0.0]) == 0.5
     assert mean_or_none([None]) is None
-    assert rate([True, False, None, True]) == pytest.approx(2 / 3)
-    assert rate([None]) is None
-
-
-def test_status_fractions_keeps_every_key():
-    out = status_fractions(["ok", "ok", "unparseable", "odd"], ["ok", "unparseable", "no_verdict"])
-    assert out == {"ok": 0.5, "unparseable": 0.25, "no_verdict": 0.0}
