@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reward.errors import ConfigError
+from reward.eval.metrics import bootstrap_mean
 from reward.reduction import mean_or_none
 from rl import ground_truth
 from rl.config import CPU_DEFAULTS, PigArguments
@@ -154,18 +155,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[PigArguments, EvalArgumen
 
 
 # ------------------------------------------------------------------------------------------- statistics (pure)
-def bootstrap_mean(values: Sequence[float], n: int, seed: int = 0) -> tuple[float, float] | None:
-    """95% percentile-bootstrap interval of the mean of `values` (`n` resamples); `None` for fewer than 2 values."""
-    import numpy as np
-
-    if len(values) < 2:
-        return None
-    data = np.asarray(values, dtype=float)
-    means = data[np.random.default_rng(seed).integers(0, len(data), size=(n, len(data)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def half_width(ci: Sequence[float] | None) -> float | None:
     """Half the width of an interval (the "+-" of a symmetric one)."""
     return None if ci is None else (ci[1] - ci[0]) / 2

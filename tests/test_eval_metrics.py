@@ -10,6 +10,7 @@ from reward.eval.metrics import (
     PairOutcome,
     accuracy,
     bootstrap_ci,
+    bootstrap_mean,
     choose_ci_unit,
     distribution,
     pair_score,
@@ -103,6 +104,22 @@ def test_bootstrap_is_seeded_and_degenerate_cases():
     assert bootstrap_ci(perfect, "with_tie", "users", 100, seed=0) == (1.0, 1.0)
     assert bootstrap_ci(_outcomes([("a", 1, 1.0)] * 5), "with_tie", "users") is None  # one user: no interval
     assert bootstrap_ci(_outcomes([("a", 1, 1.0)]), "with_tie", "pairs") is None
+
+
+def test_bootstrap_mean_is_the_same_bootstrap_with_one_pair_per_unit():
+    # `pig evaluate`'s interval of a mean over cells and the benchmark's interval over pairs are one computation:
+    # the pair-unit interval of decided pairs equals the interval of the mean of their scores.
+    rng = np.random.default_rng(2)
+    outcomes = _outcomes([(str(i), 1, float(rng.random() < 0.7)) for i in range(40)])
+    scores = [pair_score(o.label, o.preference) for o in outcomes]
+    assert bootstrap_mean(scores, 700, seed=5) == bootstrap_ci(outcomes, "with_tie", "pairs", 700, seed=5)
+    rng = np.random.default_rng(5)  # computed directly: mean of each resample, then the 2.5th and 97.5th percentiles
+    means = np.asarray(scores)[rng.integers(0, 40, size=(700, 40))].mean(axis=1)
+    assert bootstrap_mean(scores, 700, seed=5) == tuple(np.percentile(means, [2.5, 97.5]))
+    assert bootstrap_mean([0.25, 0.25, 0.25], 50) == (0.25, 0.25)
+    assert bootstrap_mean([0.7], 50) is None and bootstrap_mean([], 50) is None
+    with pytest.raises(ValueError, match="n_resamples >= 1"):
+        bootstrap_mean([0.0, 1.0], 0)
 
 
 def test_ci_unit_choice():

@@ -114,16 +114,41 @@ def bootstrap_ci(
     Returns:
         `(low, high)`, or `None` when fewer than two units have counted pairs (nothing to resample).
     """
+    num, den = _unit_sums(outcomes, statistic, unit)
+    return ratio_bootstrap(num, den, n_resamples, seed, level)
+
+
+def bootstrap_mean(
+    values: Sequence[float], n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile-bootstrap confidence interval of the mean of `values` (each value is one resampled unit).
+
+    Returns:
+        `(low, high)`, or `None` for fewer than two values.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    return ratio_bootstrap(values, np.ones_like(values), n_resamples, seed, level)
+
+
+def ratio_bootstrap(
+    num: np.ndarray, den: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
+    """The one percentile bootstrap of this project: resample units with replacement, `n_resamples` times with a
+    fixed seed, and take the `level` interval of `sum(num) / sum(den)` over the resampled units (a mean when every
+    `den` is 1; a pooled accuracy when units are users with `den` pairs each).
+
+    Returns:
+        `(low, high)`, or `None` when fewer than two units have `den > 0` (nothing to resample).
+    """
     if n_resamples < 1 or not 0 < level < 1:
         raise ValueError(f"Need n_resamples >= 1 and 0 < level < 1, got {n_resamples}, {level}.")
-    num, den = _unit_sums(outcomes, statistic, unit)
     if int((den > 0).sum()) < 2:
         return None
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(num), size=(n_resamples, len(num)))
     nums, dens = num[idx].sum(axis=1), den[idx].sum(axis=1)
     stats = nums[dens > 0] / dens[dens > 0]
-    tail = 100 * (1 - level) / 2
+    tail = round(50 * (1 - level), 9)  # 2.5 for 0.95, not 2.5000000000000018
     low, high = np.percentile(stats, [tail, 100 - tail])
     return float(low), float(high)
 
