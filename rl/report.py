@@ -322,25 +322,10 @@ def _offline_run(run_dir: Path) -> Path | None:
 
 
 def _wandb_config(run_dir: Path) -> dict:
-    """The run's configuration as the offline W&B run recorded it (`pig` and `policy`: our arguments and the policy's;
-    the trainer's keys at the top level); {} without one."""
-    file = _offline_run(run_dir)
-    if file is None:
-        return {}
-    from wandb.proto import wandb_internal_pb2
+    """`{"pig", "policy", "trainer"}` as the run's offline W&B run recorded them; {} without one."""
+    from rl.wandb_offline import read_config
 
-    from rl.wandb_offline import iter_records
-
-    config = {}
-    for raw in iter_records(file):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(raw)
-        kind = record.WhichOneof("record_type")
-        if kind in ("run", "config"):  # ours at wandb.init (the run record), the trainer's later
-            for item in (record.run.config if kind == "run" else record.config).update:
-                value = json.loads(item.value_json)
-                config[item.key] = value.get("value", value) if isinstance(value, dict) else value
-    return config
+    return read_config(run_dir / "wandb") or {}
 
 
 def _sample_rows(run_dir: Path) -> list[dict]:
@@ -471,6 +456,7 @@ def _settings_table(run: RunFiles) -> str:
         "compare_to",
         "fidelity_weight",
         "fidelity_floor",
+        "repetition_weight",
         "images_per_prompt",
         "judge_model",
         "judge_mode",
@@ -482,9 +468,10 @@ def _settings_table(run: RunFiles) -> str:
     for key in ("lora_r", "lora_alpha"):
         if key in policy:
             rows.append((key, policy[key]))
+    trainer = run.config.get("trainer") or {}
     for key in ("learning_rate", "num_generations", "per_device_train_batch_size", "num_iterations", "beta", "seed"):
-        if key in run.config:
-            rows.append((key, run.config[key]))
+        if key in trainer:
+            rows.append((key, trainer[key]))
     runtime = next((h["train_runtime"] for h in reversed(run.history) if "train_runtime" in h), None)
     if runtime is not None:
         rows.append(("train_runtime (s)", f"{runtime:.0f}"))

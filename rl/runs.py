@@ -167,40 +167,12 @@ def evaluation_rows(results: dict) -> list[dict]:
 # ------------------------------------------------------------------------------------------- what the run recorded
 def run_config(run: Run) -> dict | None:
     """The arguments the run recorded in its W&B run (offline or not): `{"pig": PigArguments, "policy":
-    ModelConfig, "trainer": the TRL config}`, or None when the run logged no W&B run (`--report_to none`).
+    ModelConfig, "trainer": the TRL config}`, or None when the run logged no W&B run (`--report_to none`). The `.wandb`
+    file is the only place a run folder keeps them (the adapter's training_args.bin is a pickle, which we do not
+    load)."""
+    from rl.wandb_offline import read_config
 
-    rl/train_policy.py starts the W&B run with `config={"pig": ..., "policy": ...}`; TRL's callback adds the trainer
-    config. The `.wandb` file is the only place a run folder keeps them (the adapter's training_args.bin is a pickle,
-    which we do not load).
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    from rl.wandb_offline import find_run_files, iter_records
-
-    files = find_run_files(run.run_dir / "wandb") if (run.run_dir / "wandb").is_dir() else []
-    if not files:
-        return None
-    from google.protobuf.message import DecodeError
-
-    config: dict = {"pig": {}, "policy": {}, "trainer": {}}
-    for raw in iter_records(files[-1]):  # the newest W&B run of this folder
-        record = wandb_internal_pb2.Record()
-        try:
-            record.ParseFromString(raw)
-        except DecodeError:
-            break  # a torn record at the end of a file W&B is still writing; the config records come first
-        kind = record.WhichOneof("record_type")
-        items = record.run.config.update if kind == "run" else record.config.update if kind == "config" else []
-        for item in items:
-            key = item.key or "/".join(item.nested_key)
-            if key.startswith("_"):
-                continue
-            value = json.loads(item.value_json)
-            if key in ("pig", "policy") and isinstance(value, dict):
-                config[key].update(value)
-            else:
-                config["trainer"][key] = value
-    return config
+    return read_config(run.run_dir / "wandb")
 
 
 def learning_summary(history: list[dict]) -> dict:

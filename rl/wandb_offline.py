@@ -60,6 +60,41 @@ def iter_records(file: str | Path):
             raise ValueError(f"{file}: unknown record type {kind} at byte {pos}.")
 
 
+def read_config(path: str | Path) -> dict | None:
+    """The arguments the newest W&B run under `path` recorded: `{"pig": PigArguments, "policy": ModelConfig,
+    "trainer": the TRL config}`, or None when there is no W&B run file.
+
+    rl/train_policy.py starts the W&B run with `config={"pig": ..., "policy": ...}` (the run record); TRL's callback
+    adds the trainer's keys later (config records). A torn record at the end of a file W&B is still writing ends the
+    read: the config records come first.
+    """
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
+
+    files = find_run_files(path) if Path(path).exists() else []
+    if not files:
+        return None
+    config: dict = {"pig": {}, "policy": {}, "trainer": {}}
+    for raw in iter_records(files[-1]):
+        record = wandb_internal_pb2.Record()
+        try:
+            record.ParseFromString(raw)
+        except DecodeError:
+            break
+        kind = record.WhichOneof("record_type")
+        items = record.run.config.update if kind == "run" else record.config.update if kind == "config" else []
+        for item in items:
+            key = item.key or "/".join(item.nested_key)
+            if key.startswith("_"):
+                continue
+            value = json.loads(item.value_json)
+            if key in ("pig", "policy") and isinstance(value, dict):
+                config[key].update(value)
+            else:
+                config["trainer"][key] = value
+    return config
+
+
 def read_history(path: str | Path) -> list[dict]:
     """The history rows (`wandb.log` calls) of the offline run(s) under `path`, as dicts of decoded JSON values."""
     from wandb.proto import wandb_internal_pb2
