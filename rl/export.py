@@ -192,13 +192,16 @@ def merge_adapter(adapter_dir: Path, out: Path, base_model: str) -> list[Path]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reward.hub import check_models
+    from policies.rewriter import check_adapter_files, check_adapter_fits
+    from reward.hub import check_models, load_kwargs
 
     check_models({"base model (--base_model)": base_model})
-    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    check_adapter_files(adapter_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, **load_kwargs())
+    check_adapter_fits(adapter_dir, base, base_model)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(out), safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(adapter_dir), **load_kwargs(weights=False)).save_pretrained(str(out))
     shutil.copyfile(adapter_dir / ADAPTER_META, out / ADAPTER_META)
     return sorted(p for p in out.rglob("*") if p.is_file())
 
