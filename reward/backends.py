@@ -59,24 +59,6 @@ def images_of(conversation: list[dict]) -> list[Image.Image]:
     ]
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _resolve_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
-        raise ValueError(f"Unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16.")
-    return getattr(torch, dtype)
-
-
 def load_vlm_processor(name: str):
     """`AutoProcessor.from_pretrained(name)`, or, where torchvision is missing, the same processor without videos.
 
@@ -126,7 +108,7 @@ class TransformersVLM:
     Args:
         model: hub id (e.g. `"jeongeunnn/pigreward"`) or a local folder.
         device: `"auto"`, `"cpu"`, `"cuda"`, `"cuda:1"`...
-        dtype: `"auto"` (bf16 on GPU, fp32 on CPU), `"float32"`, `"bfloat16"`, `"float16"`.
+        dtype: `"auto"`, `"float32"`, `"bfloat16"`, `"float16"` (`"auto"`: see `reward.devices`).
         batch_size: conversations per forward pass / `generate` call.
         min_pixels, max_pixels: optional bounds for the image processor (pixels per image); smaller = fewer image
             tokens = faster. `None` keeps the checkpoint's setting.
@@ -146,16 +128,17 @@ class TransformersVLM:
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        from reward.devices import resolve_device, resolve_dtype
         from reward.hub import load_kwargs, weights_fingerprint
 
         self.model_id = f"{model}@{weights_fingerprint(model)}"
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.batch_size = batch_size
         self.processor = load_vlm_processor(model)
         self.processor.tokenizer.padding_side = "left"  # generation appends on the right
         self.image_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
         self.model = AutoModelForImageTextToText.from_pretrained(
-            model, dtype=_resolve_dtype(dtype, self.device), **load_kwargs()
+            model, dtype=resolve_dtype(dtype, self.device), **load_kwargs()
         )
         self.model.to(self.device).eval()
         self._torch = torch

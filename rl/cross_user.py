@@ -146,10 +146,10 @@ def matrix_floor(
 
 # ----------------------------------------------------------------------------------------------------- the run
 def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
-    import torch
     from accelerate import PartialState
 
     from policies.rewriter import AdapterInfo, PromptRewriter, latest_adapter
+    from reward.devices import resolve_device
     from reward.users import UserDataError, load_user
     from rl.render import Renderer
     from rl.train_policy import build_reward_stack
@@ -169,7 +169,7 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     infos = [AdapterInfo.load(a) for a in adapters]
     check_shared_base(adapters, infos)
     prompts = list(dict.fromkeys(args.eval_prompts or ground_truth.HELDOUT_PROMPTS))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")  # the rule of reward/devices.py
     out = Path(args.out or Path(pig_args.runs_dir) / "matrix" / time.strftime("%Y%m%d-%H%M%S"))
     check_models_for(pig_args, args.judge)
     n_users, k, samples, seed = len(users), args.eval_images, args.eval_samples, args.eval_seed

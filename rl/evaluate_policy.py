@@ -326,10 +326,10 @@ def prompt_sets(user, eval_args: EvalArguments, sandbox: bool) -> dict[str, list
 
 
 def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
-    import torch
     from accelerate import PartialState
 
     from policies.rewriter import PromptRewriter, latest_adapter
+    from reward.devices import resolve_device
     from reward.similarity import TextEmbedder
     from reward.users import UserDataError, load_user
     from rl.render import Renderer
@@ -345,7 +345,7 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     sets = prompt_sets(user, eval_args, sandbox=taste is not None)
     decodings = DECODINGS if eval_args.decoding == "both" else (eval_args.decoding,)
     blocks = [(name, decoding) for name in sets for decoding in decodings]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")  # the rule of reward/devices.py
     out = Path(eval_args.eval_out or Path(pig_args.runs_dir) / user.user_id / "eval" / adapter.parent.name)
     check_models_for(pig_args, eval_args.judge)
     k, samples = eval_args.eval_images, eval_args.eval_samples

@@ -19,8 +19,8 @@ from PIL import Image
 class RenderSettings:
     """Attributes:
     model: diffusers pipeline by hub id (e.g. `stabilityai/stable-diffusion-2-1-base`) or local folder.
-    device: `"auto"` (CUDA if available), `"cpu"`, `"cuda:1"`...
-    dtype: `"auto"` (fp16 on GPU, fp32 on CPU), `"float32"`, `"float16"`, `"bfloat16"`.
+    device: `"auto"`, `"cpu"`, `"cuda:1"`... (`"auto"`: see `reward.devices`).
+    dtype: `"auto"`, `"float32"`, `"float16"`, `"bfloat16"` (`"auto"`: see `reward.devices`).
     num_inference_steps: denoising steps per image.
     guidance_scale: classifier-free guidance scale.
     height, width: output size in pixels (`None` = the pipeline's default).
@@ -46,17 +46,14 @@ class Renderer:
         import torch
         from diffusers import AutoPipelineForText2Image
 
+        from reward.devices import resolve_device, resolve_dtype
+        from reward.hub import load_kwargs
+
         if settings.batch_size < 1:
             raise ValueError(f"render batch_size must be >= 1, got {settings.batch_size}.")
-        device = settings.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if settings.dtype == "auto":
-            dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        else:
-            dtype = getattr(torch, settings.dtype)
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
         self.settings, self.device, self._torch = settings, device, torch
-        from reward.hub import load_kwargs
 
         self.pipe = AutoPipelineForText2Image.from_pretrained(settings.model, dtype=dtype, **load_kwargs()).to(device)
         self.pipe.set_progress_bar_config(disable=True)

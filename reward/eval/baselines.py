@@ -214,8 +214,11 @@ class Resources:
 
     def clip(self) -> ImageEmbedder:
         if self._clip is None:
-            device = self.device if self.device != "auto" else _auto_device()
-            self._clip = ImageEmbedder(self.clip_model, device=device, batch_size=max(8, self.batch_size))
+            from reward.devices import resolve_device
+
+            self._clip = ImageEmbedder(
+                self.clip_model, device=resolve_device(self.device), batch_size=max(8, self.batch_size)
+            )
         return self._clip
 
     def reference_embeddings(self, user: UserData) -> tuple[np.ndarray, np.ndarray]:
@@ -224,12 +227,6 @@ class Resources:
             emb = self.clip().embed([r.chosen for r in user.references] + [r.rejected for r in user.references])
             self._reference_embeddings[key] = (emb[: len(user.references)], emb[len(user.references) :])
         return self._reference_embeddings[key]
-
-
-def _auto_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ---------------------------------------------------------------------------------------------------- methods

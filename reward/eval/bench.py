@@ -48,8 +48,8 @@ class BenchConfig:
         clip_model: CLIP-class model of `similarity` (hub id or folder).
         max_users: evaluate only the first N users (folder-name order); `None` = all.
         seed: seed of `random` and of the bootstrap and the report's example choice.
-        device: `"auto"`, `"cpu"`, `"cuda"`...
-        dtype: `"auto"` (bf16 on GPU, fp32 on CPU), `"float32"`, `"bfloat16"`.
+        device: `"auto"`, `"cpu"`, `"cuda"`... (`"auto"`: see `reward.devices`).
+        dtype: `"auto"`, `"float32"`, `"bfloat16"` (`"auto"`: see `reward.devices`).
         batch_size: conversations per forward pass of the VLM backend (both orders of a pair are two conversations).
         batch_pairs: pairs per method call; each call's results are saved before the next (the resume granularity).
         judge_max_new_tokens: cap on each chain-of-thought judge answer (tokens).
