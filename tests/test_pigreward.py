@@ -6,12 +6,14 @@ import json
 import threading
 
 import pytest
+from PIL import Image
 
 from reward import context as ctx
 from reward.backends import GenerationSettings, TransformersVLM, load_vlm_processor
 from reward.files import atomic_write_json
 from reward.parsing import STATUSES
 from reward.pigreward import JudgeSettings, PIGReward
+from reward.reduction import position_consistent, preference_from_orders, swap
 from reward.users import load_user
 
 
@@ -50,7 +52,10 @@ def test_context_built_once_then_cached(backend, tmp_path, demo_user_copy):
 
     # a changed reference image changes the key: a new context is built, the old file is kept
     img = demo_user_copy / "images" / "ref00_chosen.png"
-    img.write_bytes((demo_user_copy / "images" / "ref00_rejected.png").read_bytes())
+    with Image.open(img) as im:
+        changed = im.convert("RGB")
+    changed.putpixel((0, 0), tuple(255 - c for c in changed.getpixel((0, 0))))
+    changed.save(img)
     third = pig.build_context(load_user(str(demo_user_copy)))
     assert third.key != first.key and path.is_file()
 
@@ -107,12 +112,26 @@ def test_compare_judges_both_orders_and_counts_statuses(backend, tmp_path):
     for r in results:
         assert r.backward is not None
         assert r.forward.template_id == "pigreward-judge-cot-v1"
-        # a random tiny model answers nonsense: it must be counted, never turned into a win
-        if r.forward.winner is None and r.backward.winner is None:
-            assert r.preference is None
+        # the preference is the mean of the decided orders, whatever the random tiny model answered
+        pref_ab, pref_ba = r.forward.preference_for_1, swap(r.backward.preference_for_1)
+        assert r.preference == preference_from_orders(pref_ab, pref_ba)
+        assert r.consistent == position_consistent(pref_ab, pref_ba)
     metrics = pig.metrics.pop()
     assert metrics["judge/verdicts"] == 6  # 3 pairs x 2 orders (a retry replaces its verdict, not adds one)
     assert sum(metrics[f"judge/status/{s}"] for s in STATUSES) == pytest.approx(1.0)
+
+    # one token holds no verdict: every order is undecided, and an undecided pair is None (counted), never a win
+    mute = PIGReward(
+        backend,
+        backend,
+        settings=JudgeSettings(generation=GenerationSettings(max_new_tokens=1), retry_failed=False),
+        cache_dir=tmp_path / "runs",
+    )
+    undecided = mute.compare([refs[0].prompt], [refs[0].chosen], [refs[0].rejected], ["likes warm"])
+    assert [(r.forward.winner, r.backward.winner, r.preference, r.consistent) for r in undecided] == [
+        (None, None, None, None)
+    ]
+    assert mute.metrics.pop()["judge/verdicts"] == 2
 
 
 def test_score_mode_gives_probabilities(backend, tmp_path):
