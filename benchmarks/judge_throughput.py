@@ -41,6 +41,7 @@ def main() -> None:
     ]
     pairs = (pairs * (args.pairs // len(pairs) + 1))[: args.pairs]
     prompts, a, b = (list(x) for x in zip(*pairs))
+    # Not `PIGReward.from_names`: both modes judge with one loaded model, whose batch size the loop below changes.
     backend = TransformersVLM(args.model, device=args.device, dtype=args.dtype, batch_size=1)
     context = PIGReward(backend, backend, cache_dir="runs").build_context(user)
     winners = {}

@@ -198,6 +198,8 @@ class Resources:
                 retry_failed=self.judge_retry,
                 generation=GenerationSettings(max_new_tokens=self.judge_max_new_tokens, stop_after_verdict=True),
             )
+            # Not `PIGReward.from_names`: the variants (cot, score, rawrefs) share one loaded VLM per model name
+            # instead of loading the judge once per variant.
             self._pigs[variant] = PIGReward(
                 self._backend(self.judge_model),
                 self._backend(self.reasoner_model),
