@@ -18,14 +18,14 @@ DEFAULT_MODEL = ".models/tiny-pigreward"
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", required=True, help="User id under --users_dir, or a path to a user folder.")
-    parser.add_argument("--users_dir", default="users")
+    parser.add_argument("--users_dir", default="users", help="Folder of user folders (each with user.json).")
     parser.add_argument("--runs_dir", default="runs", help="Where user contexts are cached.")
     parser.add_argument("--backend", default="transformers", help="Backend name (reward.backends.BACKENDS).")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Judge model: hub id or folder.")
     parser.add_argument("--reasoner_model", default=None, help="Reasoner model (default: --model).")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1...")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=8, help="Conversations per forward pass of the judge.")
     parser.add_argument("--base_url", default=None, help="openai backend: server URL, e.g. http://localhost:8000/v1.")
     parser.add_argument("--api_key_env", default="OPENAI_API_KEY", help="openai backend: env var holding the key.")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
@@ -76,7 +76,12 @@ def cmd_judge(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pig judge", description="Which of two images would this user prefer?")
     add_model_arguments(parser)
     parser.add_argument("--prompt", required=True, help="The prompt both images were made for.")
-    parser.add_argument("--mode", default="cot", choices=["cot", "score"])
+    parser.add_argument(
+        "--mode",
+        default="cot",
+        choices=["cot", "score"],
+        help="cot: dimension table and reasoning; score: verdict only.",
+    )
     parser.add_argument("--no_context", action="store_true", help="Judge without the user context (baseline).")
     parser.add_argument("image_1")
     parser.add_argument("image_2")
