@@ -68,6 +68,25 @@ class ScoreVerdict:
 
 
 @dataclass
+class JudgeFailure:
+    """A verdict that never came: the judge call failed (`kind`: e.g. `http_503`, `unreachable`). Undecided."""
+
+    kind: str
+    message: str = ""
+    template_id: str | None = None
+    winner = None
+    preference_for_1 = None
+
+    @property
+    def status(self) -> str:
+        return "judge_failed"
+
+    @property
+    def text(self) -> str:
+        return f"[no answer: {self.kind}] {self.message}"
+
+
+@dataclass
 class Comparison:
     """The judge's view of one pair (A, B): both presentation orders and their combination.
 
@@ -78,8 +97,8 @@ class Comparison:
     """
 
     preference: float | None
-    forward: Verdict | ScoreVerdict
-    backward: Verdict | ScoreVerdict | None
+    forward: Verdict | ScoreVerdict | JudgeFailure
+    backward: Verdict | ScoreVerdict | JudgeFailure | None
     consistent: bool | None
 
 
@@ -274,10 +293,22 @@ class PIGReward:
         for fwd, bwd in zip(forward, backward):
             pref_ab = self._counted(fwd)
             pref_ba = swap(self._counted(bwd)) if bwd is not None else None
+            for verdict, pref in ((fwd, pref_ab), (bwd, pref_ba)):
+                if verdict is not None and pref is None:
+                    self.metrics.failures[verdict.status] = self.metrics.failures.get(verdict.status, 0) + 1
             consistent = position_consistent(pref_ab, pref_ba)
             self.metrics.record_consistency(consistent)
             results.append(Comparison(preference_from_orders(pref_ab, pref_ba), fwd, bwd, consistent))
         return results
+
+    def failed_comparisons(self, n: int, kind: str, message: str = "") -> list[Comparison]:
+        """`n` undecided comparisons standing for a judge call that failed (`kind`), counted under
+        `judge/failures/<kind>` (one per verdict that was asked for) and in the status counts as `judge_failed`."""
+        orders = 2 if self.settings.both_orders else 1
+        self.metrics.failures[kind] = self.metrics.failures.get(kind, 0) + n * orders
+        self.metrics.statuses["judge_failed"] = self.metrics.statuses.get("judge_failed", 0) + n * orders
+        failure = JudgeFailure(kind, message, self.judge_template.id)
+        return [Comparison(None, failure, failure if orders == 2 else None, None) for _ in range(n)]
 
 
 def _clean_rationale(text: str, max_chars: int = 600) -> str:
@@ -288,9 +319,15 @@ def _clean_rationale(text: str, max_chars: int = 600) -> str:
 
 @dataclass
 class JudgeMetrics:
-    """Running counts since the last `pop()`: statuses, retries, position consistency."""
+    """Running counts since the last `pop()`: statuses, undecided verdicts by cause, retries, position consistency.
+
+    `failures` counts the verdicts of `compare` that gave no usable preference, by cause: the parser's status (an
+    answer without a decision, or with a status other than ok under `strict`), or the kind of a judge call that
+    failed (`failed_comparisons`). Popped as `judge/failures/<kind>` counts; the parser's kinds are always present.
+    """
 
     statuses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys([s for s in STATUSES if s != "ok"], 0))
     retries: int = 0
     retry_successes: int = 0
     consistent: int = 0
@@ -310,6 +347,7 @@ class JudgeMetrics:
         total = sum(self.statuses.values())
         out = {f"judge/status/{k}": (v / total if total else 0.0) for k, v in self.statuses.items()}
         out["judge/verdicts"] = float(total)
+        out.update({f"judge/failures/{k}": float(v or 0) for k, v in self.failures.items()})
         out["judge/retries"] = float(self.retries)
         out["judge/retry_successes"] = float(self.retry_successes)
         if self.decided_pairs:

@@ -114,6 +114,27 @@ class PigArguments:
         metadata={"help": "Cap on pixels per image for the judge's image processor (None = checkpoint's)."},
     )
     rebuild_context: bool = field(default=False, metadata={"help": "Rebuild the user context even if cached."})
+    max_undecided_fraction: float = field(
+        default=0.5,
+        metadata={
+            "help": "Alarm (warning line, logged flag judge/undecided_alarm, W&B alert when online) when more than "
+            "this share of a step's comparisons is undecided (unparsed verdicts, failed judge calls); 1 = never."
+        },
+    )
+    judge_max_failed_batches: int = field(
+        default=3,
+        metadata={
+            "help": "Reward batches in a row whose judge call failed (after the backend's own retries) before the "
+            "run saves a checkpoint and stops; earlier failed batches count as undecided (judge/failures/<kind>)."
+        },
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Continue a killed or stopped run from its last checkpoint: the run named by --run_name, else the "
+            "user's most recently active unfinished run (same run folder, user context and W&B run)."
+        },
+    )
     # -- reward
     fidelity_model: str = field(
         default=".models/all-MiniLM-L6-v2",
@@ -181,6 +202,10 @@ class PigArguments:
             raise ConfigError(f"torch_threads must be 0 (automatic) or positive, got {self.torch_threads}.")
         if self.compare_to not in COMPARE_TO:
             raise ConfigError(f"compare_to must be one of {COMPARE_TO}, got {self.compare_to!r}.")
+        if not 0.0 <= self.max_undecided_fraction <= 1.0:
+            raise ConfigError(f"max_undecided_fraction is a share in [0, 1], got {self.max_undecided_fraction}.")
+        if self.judge_max_failed_batches < 1:
+            raise ConfigError(f"judge_max_failed_batches must be >= 1, got {self.judge_max_failed_batches}.")
         if not -1.0 <= self.fidelity_floor <= 1.0:
             raise ConfigError(f"fidelity_floor is a cosine similarity in [-1, 1], got {self.fidelity_floor}.")
 
@@ -223,7 +248,12 @@ CPU_DEFAULTS = dict(
     num_iterations=2,
     max_steps=80,
     logging_steps=1,
-    save_strategy="no",
+    # A checkpoint (LoRA adapter + optimizer state, ~20 MB for SmolLM2's r=16 LoRA) every 10 steps, the last 2 kept:
+    # a killed run loses at most 10 steps (--resume, rl/checkpoint.py). Even, so that it falls between the judged
+    # batches that num_iterations: 2 shares between two steps.
+    save_strategy="steps",
+    save_steps=10,
+    save_total_limit=2,
     report_to=["wandb"],
     seed=0,
     dataloader_num_workers=0,

@@ -10,7 +10,9 @@ For every group (one original prompt, `num_generations` rewrites) and every imag
 3. preference of a rewrite = mean over its comparisons of the combined two-order preference (tie = 0.5). A
    comparison the judge could not decide in either order counts as a tie (0.5): it carries no information, and
    returning `None` would make TRL score it like a lost comparison (`nansum`, docs LEARNING.md). Undecided
-   comparisons are counted (`reward/undecided_fraction`), never hidden;
+   comparisons are counted (`reward/undecided_fraction`), never hidden; so is a judge call that failed, by cause
+   (`judge/failures/<kind>`), and a batch whose undecided share passes `max_undecided_fraction` raises an alarm. A
+   judge that keeps failing stops the run (`rl.judge_faults`);
 4. fidelity of a rewrite = MiniLM cosine similarity between rewrite and original prompt, used as a *gate*
    (Promptist's relevance floor): `min(0, cos - fidelity_floor)`, zero for any rewrite that keeps the prompt's
    meaning, negative for one that drops it. Added as a term, its small differences among faithful rewrites were noise
@@ -28,6 +30,7 @@ TRL calls each reward function with the whole batch of its process. Both terms a
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import dataclass
 
@@ -38,6 +41,7 @@ from reward.similarity import TextEmbedder
 from rl.config import COMPARE_TO
 from rl.ground_truth import agreement
 from rl.groups import split_groups
+from rl.judge_faults import JudgeUnavailable, UndecidedAlarm, failure_kind, is_permanent
 from rl.render import Renderer
 
 
@@ -86,6 +90,9 @@ class PersonalizedEnvironment:
         sample_logger: optional callable `(BatchResult) -> None` for W&B tables (main process only).
         profile: optional [`rl.step_profile.StepProfile`] that receives the seconds of rendering, judging, the rest of
             the reward and sample logging, and the number of judged rewrites.
+        max_undecided_fraction: undecided share of a batch's comparisons above which the alarm fires (1 = never).
+        max_failed_batches: reward batches in a row whose judge call failed (`BackendError`) before the judge counts
+            as gone for good and `JudgeUnavailable` is raised; a failed batch before that is undecided, counted.
     """
 
     def __init__(
@@ -103,6 +110,8 @@ class PersonalizedEnvironment:
         ground_truth=None,
         sample_logger=None,
         profile=None,
+        max_undecided_fraction: float = 1.0,
+        max_failed_batches: int = 3,
     ):
         if images_per_prompt < 1:
             raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}.")
@@ -115,6 +124,10 @@ class PersonalizedEnvironment:
         self.seed, self.seed_per_step, self.sample_logger = seed, seed_per_step, sample_logger
         self.compare_to, self.fidelity_floor, self.ground_truth = compare_to, fidelity_floor, ground_truth
         self.profile = profile
+        if max_failed_batches < 1:
+            raise ValueError(f"max_failed_batches must be >= 1, got {max_failed_batches}.")
+        self.alarm = UndecidedAlarm(max_undecided_fraction)
+        self.max_failed_batches, self.failed_batches = max_failed_batches, 0
         self._last_key: tuple | None = None
         self._last: BatchResult | None = None
 
@@ -177,7 +190,7 @@ class PersonalizedEnvironment:
                 original_images[split_start(i, self.num_generations)][k] if j is None else rewrite_images[j][k]
             )
         judged = time.perf_counter()
-        comparisons = self.pig.compare(judged_prompts, images_a, images_b, self.context)
+        comparisons = self._judge(judged_prompts, images_a, images_b, step)
         judge_seconds = time.perf_counter() - judged
 
         # 3. Reduce: win rates per rewrite; an undecided comparison is a tie (0.5), counted.
@@ -228,9 +241,11 @@ class PersonalizedEnvironment:
             truth,
         )
 
+        alarm = self.alarm.check(undecided / len(comparisons), step)
         if log_metric is not None:
             metrics = {
                 "reward/undecided_fraction": undecided / len(comparisons),
+                "judge/undecided_alarm": float(alarm),
                 "reward/similarity": sum(similarity) / len(similarity),
                 "judge/pairs_per_s": len(comparisons) / judge_seconds if judge_seconds else 0.0,
                 "policy/rewrite_chars": sum(map(len, rewrites)) / len(rewrites),
@@ -257,3 +272,27 @@ class PersonalizedEnvironment:
             self.profile.record("reward", logged - began - render_seconds - judge_seconds, rollouts=len(rewrites))
             self.profile.record("log", time.perf_counter() - logged)
         return result
+
+    def _judge(self, prompts: list[str], images_a: list, images_b: list, step: int) -> list[Comparison]:
+        """`pig.compare`, where a failed judge call (`BackendError`) makes the batch undecided, counted by cause, until
+        `max_failed_batches` batches in a row failed or the server refused the request: then `JudgeUnavailable`."""
+        from reward.openai_backend import BackendError
+
+        try:
+            comparisons = self.pig.compare(prompts, images_a, images_b, self.context)
+        except BackendError as err:
+            self.failed_batches += 1
+            kind = failure_kind(err)
+            if is_permanent(err) or self.failed_batches >= self.max_failed_batches:
+                why = "refused the request" if is_permanent(err) else f"failed {self.failed_batches} batches in a row"
+                raise JudgeUnavailable(f"The judge {why} at step {step} ({kind}): {err}") from err
+            print(
+                f"[warning] judge: the judge call of step {step} failed ({kind}; {self.failed_batches} of "
+                f"{self.max_failed_batches} batches in a row before the run stops): its {len(prompts)} comparisons "
+                f"are undecided. {err}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return self.pig.failed_comparisons(len(prompts), kind, str(err))
+        self.failed_batches = 0
+        return comparisons

@@ -71,7 +71,9 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
     import trl
     from trl import ModelConfig, TrlParser
 
+    from reward.errors import ConfigError
     from reward.users import user_id_of
+    from rl import checkpoint
     from rl.config import parse_checked
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -109,10 +111,20 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
         if training_args.reward_weights is not None:
             parser.error("Set fidelity_weight instead of reward_weights (rewards are [preference, fidelity]).")
         training_args.reward_weights = [1.0, args.fidelity_weight]
-    run = training_args.run_name or time.strftime(f"{args.algorithm}-%Y%m%d-%H%M%S")
     user_key = user_id_of(args.user, args.users_dir)  # `users/demo/user.json` files its run under runs/demo/
+    if training_args.resume_from_checkpoint:
+        raise ConfigError(
+            "Use --resume (and --run_name to pick the run) instead of resume_from_checkpoint: it also restores the "
+            "run's user context, W&B run and metrics file."
+        )
+    if args.resume:  # the named run, else the user's latest unfinished one (rl/checkpoint.py)
+        run = checkpoint.run_to_resume(training_args.output_dir, args.runs_dir, user_key, training_args.run_name)
+    else:
+        run = training_args.run_name or time.strftime(f"{args.algorithm}-%Y%m%d-%H%M%S")
     training_args.output_dir = training_args.output_dir.format(runs_dir=args.runs_dir, user=user_key, run=run)
     training_args.run_name = run
+    if not args.resume:
+        checkpoint.check_fresh_start(training_args.output_dir)  # an unfinished run there: --resume or another name
     return args, training_args, model_args
 
 
@@ -136,7 +148,14 @@ def check_configured_models(args: PigArguments, model_args=None) -> None:
 def main(argv: list[str] | None = None) -> Path:
     args, training_args, model_args = parse_args(argv)
     trainer, user = build_trainer(args, training_args, model_args)
-    trainer.train()
+    from accelerate import PartialState
+
+    from rl import checkpoint
+
+    resume_from = None
+    if args.resume:  # the last complete checkpoint; metrics.jsonl and rollouts cut back to it
+        resume_from = checkpoint.prepare_resume(training_args.output_dir, PartialState().is_main_process)
+    checkpoint.train(trainer, resume_from)  # a judge gone for good: checkpoint, then one clear error
     adapter_dir = save_adapter(trainer, user, args, training_args, model_args)
     from rl.report import report_after_training
 
@@ -158,6 +177,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
     from reward.hub import load_kwargs
     from reward.users import load_user
     from rl import ground_truth
+    from rl.checkpoint import pin_context
     from rl.environment import PersonalizedEnvironment
     from rl.step_profile import StepProfile
     from rl.tracking import SampleLogger
@@ -176,6 +196,8 @@ def build_trainer(args: PigArguments, training_args, model_args):
 
     # 2. The reward: PIGReward (context built once, cached), the renderer, the fidelity embedder.
     pig, context, renderer, embedder = build_reward_stack(args, user, device, state)
+    # the context recorded in the run folder: a resumed run judges with the very context it started with
+    context = pin_context(out_dir, context, args.resume, state.is_main_process)
     taste = ground_truth.taste_of(user)  # sandbox users only: the truth is logged beside the reward, never used by it
     dpo = args.algorithm == "dpo"
     profile = StepProfile()  # the `time/` metrics; DPO's reward is computed before training, outside its steps
@@ -195,6 +217,8 @@ def build_trainer(args: PigArguments, training_args, model_args):
         if dpo
         else SampleLogger(out_dir, args.log_images_every, args.log_groups, args.fidelity_weight),
         profile=None if dpo else profile,
+        max_undecided_fraction=args.max_undecided_fraction,
+        max_failed_batches=args.judge_max_failed_batches,
     )
 
     # 3. The dataset: one conversational prompt per training prompt; `original_prompt` reaches the reward as a kwarg.
@@ -410,11 +434,14 @@ def _init_wandb(state, training_args, args, model_args, out_dir: Path) -> None:
     import wandb
 
     from reward.users import user_id_of
+    from rl.checkpoint import wandb_run_id
 
     out_dir.mkdir(parents=True, exist_ok=True)
     wandb.init(
         project=os.environ.get("WANDB_PROJECT", "pig-rl"),
         name=training_args.run_name,
+        id=wandb_run_id(out_dir),  # recorded in the run folder: `--resume` continues this W&B run, not a new one
+        resume="allow",
         dir=str(out_dir),
         config={"pig": dataclasses.asdict(args), "policy": dataclasses.asdict(model_args)},
         tags=[f"user:{user_id_of(args.user, args.users_dir)}"],
