@@ -82,7 +82,7 @@ def build_rewriter(folder: Path, base: Path) -> dict:
 
 
 def build_renderer(folder: Path, minutes: float | None) -> dict:
-    from localmodels.renderer import train_renderer
+    from localmodels.renderer_train import train_renderer
 
     return train_renderer(str(folder), seed=0, max_minutes=minutes, overwrite=True)
 

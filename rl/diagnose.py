@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. Renderer
     if opts.renderer_prompts:
-        from localmodels.renderer import evaluate_renderer
+        from localmodels.renderer_eval import evaluate_renderer
 
         figures = evaluate_renderer(renderer.pipe, opts.renderer_prompts, opts.seed, measure_speed=False)
         report["renderer_auc"] = {

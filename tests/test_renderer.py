@@ -9,7 +9,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from localmodels import renderer
+from localmodels import renderer, renderer_eval, renderer_train, world
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +79,19 @@ def test_saved_pipeline_reloads_and_renders_seeded_batches(saved_pipeline):
     assert out.images[0].size == (renderer.IMAGE_SIZE, renderer.IMAGE_SIZE)
     assert np.array_equal(first, second)
     # A different seed gives a different image; the reloaded weights render what the original renders.
-    other = _pixels(renderer.render(loaded, ["a warm sun", "a warm sun"], [5, 6], num_inference_steps=3))
-    original = _pixels(renderer.render(pipe, ["a warm sun", "a warm sun"], [5, 6], num_inference_steps=3))
+    other = _pixels(renderer_eval.render(loaded, ["a warm sun", "a warm sun"], [5, 6], num_inference_steps=3))
+    original = _pixels(renderer_eval.render(pipe, ["a warm sun", "a warm sun"], [5, 6], num_inference_steps=3))
     assert np.array_equal(other[0], first)
     assert np.abs(other[1] - first).mean() > 1.0
     assert all(np.array_equal(a, b) for a, b in zip(original, other))
     # Another batch size may change floating-point summation order, never the image.
-    alone = _pixels(renderer.render(loaded, ["a warm sun"], [5], num_inference_steps=3))[0]
+    alone = _pixels(renderer_eval.render(loaded, ["a warm sun"], [5], num_inference_steps=3))[0]
     assert np.abs(alone - first).max() <= 2
 
 
 def test_render_needs_one_seed_per_prompt(saved_pipeline):
     with pytest.raises(ValueError, match="one seed per prompt"):
-        renderer.render(saved_pipeline[0], ["a sun", "a moon"], [0])
+        renderer_eval.render(saved_pipeline[0], ["a sun", "a moon"], [0])
 
 
 def test_pole_prompts_name_only_their_pole():
@@ -99,7 +99,7 @@ def test_pole_prompts_name_only_their_pole():
 
     for axis, poles in AXES.items():
         for pole in poles:
-            for prompt in renderer.pole_prompts(axis, pole, 12):
+            for prompt in renderer_eval.pole_prompts(axis, pole, 12):
                 parsed = parse_caption(prompt)
                 assert parsed[axis] == pole and parsed["subject"] is not None
                 assert all(parsed[a] is None for a in AXES if a != axis)
@@ -109,7 +109,7 @@ def test_short_training_saves_atomically_and_changes_weights(tmp_path):
     from diffusers import StableDiffusionPipeline
 
     out = tmp_path / "model"
-    report = renderer.train_renderer(
+    report = renderer_train.train_renderer(
         out, seed=0, num_scenes=64, vae_steps=2, unet_steps=2, refine_steps=2, progress=False
     )
     assert report["vae_steps"] == 2 and report["unet_steps"] == 2 and report["refine_steps"] == 2
@@ -123,12 +123,12 @@ def test_short_training_saves_atomically_and_changes_weights(tmp_path):
         assert any(not torch.equal(a[k], b[k]) for k in a), f"{name} did not change"
     assert trained.vae.config.scaling_factor != initial.vae.config.scaling_factor
     with pytest.raises(FileExistsError, match="overwrite"):
-        renderer.train_renderer(out, num_scenes=8, vae_steps=1, unet_steps=1, refine_steps=0, progress=False)
+        renderer_train.train_renderer(out, num_scenes=8, vae_steps=1, unet_steps=1, refine_steps=0, progress=False)
 
 
 def test_training_is_deterministic_given_the_seed(tmp_path):
     def train(name: str, seed: int) -> dict:
-        renderer.train_renderer(
+        renderer_train.train_renderer(
             tmp_path / name, seed=seed, num_scenes=32, vae_steps=2, unet_steps=3, refine_steps=1, progress=False
         )
         return safetensors.torch.load_file(tmp_path / name / "unet" / "diffusion_pytorch_model.safetensors")
@@ -139,10 +139,30 @@ def test_training_is_deterministic_given_the_seed(tmp_path):
 
 
 def test_evaluate_renderer_reports_every_pole(saved_pipeline):
-    result = renderer.evaluate_renderer(saved_pipeline[0], n_prompts=2, num_inference_steps=2, measure_speed=False)
-    for axis, (attribute, _) in renderer.AXIS_ATTRIBUTES.items():
-        assert -1.0 <= result[f"{axis}/separation"] <= 1.0
-        assert 0.0 <= result[f"baseline/{attribute}"] <= 1.0
+    kwargs = dict(n_prompts=2, num_inference_steps=2, measure_speed=False)
+    result = renderer_eval.evaluate_renderer(saved_pipeline[0], **kwargs)
+    for axis, (attribute, high_pole) in world.AXIS_ATTRIBUTES.items():
+        (low_pole,) = set(world.AXES[axis]) - {high_pole}
+        means = {pole: result[f"{axis}/{attribute}/{pole}"] for pole in world.AXES[axis]}
+        # the separation is the difference of the two poles' reported means (each rounded to 4 places)
+        assert result[f"{axis}/separation"] == pytest.approx(means[high_pole] - means[low_pole], abs=2e-4)
+        assert 0.0 <= result[f"{axis}/auc"] <= 1.0 and 0.0 <= result[f"baseline/{attribute}"] <= 1.0
+    assert renderer_eval.evaluate_renderer(saved_pipeline[0], **kwargs) == result  # seeded: the same figures
+
+
+def test_rl_renderer_gives_the_same_image_alone_and_in_a_batch(saved_pipeline):
+    """A (prompt, seed) renders the same image whatever batch it lands in and whatever the batch size (within 2 of
+    255: a batch may change the order of floating-point sums, never the picture)."""
+    from rl.render import Renderer, RenderSettings
+
+    path = saved_pipeline[1]
+    settings = dict(model=str(path), device="cpu", num_inference_steps=3)
+    alone = Renderer(RenderSettings(**settings, batch_size=1)).render(["a warm sun"], [5])[0]
+    batched = Renderer(RenderSettings(**settings, batch_size=4)).render(
+        ["a dark moon", "a warm sun", "a busy kite", "a warm sun"], [1, 5, 2, 6]
+    )
+    assert np.abs(_pixels([alone])[0] - _pixels([batched[1]])[0]).max() <= 2
+    assert np.abs(_pixels([alone])[0] - _pixels([batched[3]])[0]).mean() > 1.0  # another seed: another image
 
 
 @pytest.mark.slow
@@ -150,10 +170,10 @@ def test_trained_renderer_follows_style_words(tmp_path):
     """The full default training (about 17 minutes on one core): every axis clearly separated, in prose too."""
     from diffusers import StableDiffusionPipeline
 
-    renderer.train_renderer(tmp_path / "model", seed=0, progress=False)
+    renderer_train.train_renderer(tmp_path / "model", seed=0, progress=False)
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "model")
-    result = renderer.evaluate_renderer(pipe, n_prompts=24)
-    for axis in renderer.AXES:
+    result = renderer_eval.evaluate_renderer(pipe, n_prompts=24)
+    for axis in world.AXES:
         assert result[f"{axis}/auc"] > 0.85, (axis, result)
         assert result[f"prose_{axis}/auc"] > 0.85, (axis, result)
     assert result["render/seconds_batch8"] < 1.0
