@@ -351,6 +351,193 @@ class _PickapicUser:
     test_order: dict = field(default_factory=dict)  # row key -> position in the seeded order of all rows
 
 
+@dataclass(frozen=True)
+class _PickapicSettings:
+    seed: int
+    n_references: int
+    max_heldout: int
+    min_heldout: int
+    max_users: int | None
+    batch_size: int
+
+
+class _PickapicImport:
+    """One Pick-a-Pic import, in the order `run` calls its steps: read the small columns (`read_rows`), choose the
+    users (`eligible_users`), order each user's rows (`start_user`) and plan what to decode (`plan`), decode the
+    planned images pass after pass (`decode_pending`), then write each complete user (`write_user`)."""
+
+    def __init__(self, files: list[Path], out: Path, log: ImportLog, settings: _PickapicSettings):
+        self.files, self.out, self.log, self.settings = files, out, log, settings
+        self.users: dict[str, _PickapicUser] = {}
+        self.info: dict[tuple[int, int], tuple[int, str]] = {}  # row key (file index, row) -> (label, caption)
+
+    def run(self) -> None:
+        self.read_rows()
+        eligible = self.eligible_users()
+        for user in eligible:
+            self.start_user(user)
+        while any(u.pending for u in eligible):
+            self.decode_pending(eligible)
+            for user in eligible:
+                self.plan(user)
+        for user in eligible:
+            self.write_user(user)
+
+    def row_id(self, f: int, r: int) -> str:
+        return f"{self.files[f].name}:{r}"
+
+    def batches(self, file_index: int, columns: list[str]):
+        """(index of the batch's first row, batch) of one parquet file, reading only `columns`."""
+        import pyarrow.parquet as pq
+
+        start = 0
+        parquet = pq.ParquetFile(self.files[file_index])
+        for batch in parquet.iter_batches(batch_size=self.settings.batch_size, columns=columns):
+            yield start, batch
+            start += batch.num_rows
+
+    def read_rows(self) -> None:
+        """First pass, small columns only: every usable row goes to its user; the others are counted as skipped."""
+        for f in range(len(self.files)):
+            for start, batch in self.batches(f, ["user_id", "caption", "label_0", "label_1"]):
+                columns = batch.to_pydict()
+                for j in range(batch.num_rows):
+                    self.log.rows_read += 1
+                    r = start + j
+                    uid, caption = columns["user_id"][j], columns["caption"][j]
+                    label = pickapic_label(columns["label_0"][j], columns["label_1"][j])
+                    if uid is None or not str(uid).strip():
+                        self.log.skip_row(self.row_id(f, r), "missing_user_id")
+                    elif not isinstance(caption, str) or not caption.strip():
+                        self.log.skip_row(self.row_id(f, r), "empty_caption")
+                    elif label is None:
+                        labels = (columns["label_0"][j], columns["label_1"][j])
+                        self.log.skip_row(self.row_id(f, r), "unknown_label", f"label_0, label_1 = {labels}")
+                    else:
+                        uid = str(uid).strip()
+                        if uid not in self.users:
+                            self.users[uid] = _PickapicUser(uid, safe_user_id(uid))
+                        self.users[uid].rows.append((f, r))
+                        self.info[(f, r)] = (label, caption.strip())
+
+    def eligible_users(self) -> list[_PickapicUser]:
+        """Users with enough pairs and a folder of their own, then the seeded sample of `max_users` of them."""
+        n_references, min_heldout, max_users = (
+            self.settings.n_references,
+            self.settings.min_heldout,
+            self.settings.max_users,
+        )
+        eligible = []
+        folders: dict[str, str] = {}
+        for uid in sorted(self.users, key=lambda u: (len(u), u)):  # numeric ids in numeric order
+            user = self.users[uid]
+            non_ties = [k for k in user.rows if self.info[k][0] != 0]
+            if len(non_ties) < n_references or len(user.rows) - n_references < min_heldout:
+                detail = f"{len(user.rows)} pairs, {len(non_ties)} non-tie; need {n_references} non-tie+{min_heldout}"
+                self.log.skip_user(uid, "too_few_pairs", detail)
+            elif user.folder in folders:
+                taken_by = folders[user.folder]
+                self.log.skip_user(uid, "user_id_collision", f"folder {user.folder} is taken by user {taken_by}")
+            else:
+                folders[user.folder] = uid
+                eligible.append(user)
+        if max_users is not None and len(eligible) > max_users:
+            keep = set(id(u) for u in random.Random(f"{self.settings.seed}/users").sample(eligible, max_users))
+            for user in eligible:
+                if id(user) not in keep:
+                    self.log.skip_user(user.user_id, "max_users", f"not in the seeded sample of {max_users} users")
+            eligible = [u for u in eligible if id(u) in keep]
+        return eligible
+
+    def start_user(self, user: _PickapicUser) -> None:
+        """The user's two seeded orders (non-tie rows for references, all rows for test pairs), then the first plan."""
+        rng = random.Random(f"{self.settings.seed}/{user.user_id}")
+        user.ref_queue = [k for k in user.rows if self.info[k][0] != 0]
+        rng.shuffle(user.ref_queue)
+        user.test_queue = list(user.rows)
+        rng.shuffle(user.test_queue)
+        user.ref_order = {k: i for i, k in enumerate(user.ref_queue)}
+        user.test_order = {k: i for i, k in enumerate(user.test_queue)}
+        self.plan(user)
+
+    def plan(self, user: _PickapicUser) -> None:
+        """Queue rows to decode until the user's references and test pairs would be complete.
+
+        References are the first usable rows of the user's seeded non-tie order; a reference replacing a bad one is
+        the next row of that order, taken from the test pairs if it is already one. Test pairs are the first
+        usable rows of the user's seeded order of all rows that are not references.
+        """
+        n_refs = len(user.references) + sum(v == "ref" for v in user.pending.values())
+        while n_refs < self.settings.n_references and user.ref_queue:
+            key = user.ref_queue.pop(0)
+            if key in user.bad or user.pending.get(key) == "ref":
+                continue
+            if key in user.heldout:
+                user.heldout.remove(key)
+                user.references.append(key)
+            else:
+                user.pending[key] = "ref"  # also turns a pending test pair into a reference
+            n_refs += 1
+        taken = set(user.references) | set(user.heldout) | set(user.pending) | user.bad
+        n_tests = len(user.heldout) + sum(v == "test" for v in user.pending.values())
+        while n_tests < self.settings.max_heldout and user.test_queue:
+            key = user.test_queue.pop(0)
+            if key not in taken:
+                user.pending[key] = "test"
+                taken.add(key)
+                n_tests += 1
+
+    def decode_pending(self, eligible: list[_PickapicUser]) -> None:
+        """One pass over the image columns of the files that hold planned rows: decode and save each planned row."""
+        wanted = {k: u for u in eligible for k in u.pending}
+        for f in sorted({k[0] for k in wanted}):
+            for start, batch in self.batches(f, ["jpg_0", "jpg_1"]):
+                for j in range(batch.num_rows):
+                    user = wanted.get((f, start + j))
+                    if user is not None:
+                        raw = [_image_bytes(batch.column(c)[j].as_py()) for c in ("jpg_0", "jpg_1")]
+                        self.save_row(user, (f, start + j), raw)
+
+    def save_row(self, user: _PickapicUser, key: tuple[int, int], raw: list[bytes | None]) -> None:
+        """Save a planned row's two images; a row whose images cannot be used is counted and marked bad."""
+        f, r = key
+        role = user.pending.pop(key)
+        images = self.out / user.folder / "images"
+        try:
+            if raw[0] is not None and raw[0] == raw[1]:
+                raise ImageProblem("identical_images", "jpg_0 and jpg_1 are the same bytes")
+            written = [save_image(raw[side], images / f"r{f}-{r}_{side}", f"jpg_{side}") for side in (0, 1)]
+        except ImageProblem as problem:
+            self.log.skip_row(self.row_id(*key), problem.reason, problem.detail)
+            user.bad.add(key)
+            for stale in images.glob(f"r{f}-{r}_[01].*"):
+                stale.unlink()
+            return
+        user.files[key] = tuple(w.relative_to(self.out / user.folder).as_posix() for w in written)
+        (user.references if role == "ref" else user.heldout).append(key)
+
+    def write_user(self, user: _PickapicUser) -> None:
+        """The user's folder, in the seeded orders; a user left with too few usable pairs is removed and counted."""
+        if len(user.references) < self.settings.n_references or len(user.heldout) < self.settings.min_heldout:
+            detail = f"{len(user.references)} usable references, {len(user.heldout)} usable test pairs"
+            self.log.skip_user(user.user_id, "too_few_usable_pairs", detail)
+            shutil.rmtree(self.out / user.folder, ignore_errors=True)
+            return
+        references, heldout = [], []
+        user.references.sort(key=user.ref_order.get)
+        user.heldout.sort(key=user.test_order.get)
+        for key in user.references:
+            label, caption = self.info[key]
+            images = user.files[key]
+            chosen = 0 if label == 1 else 1
+            references.append({"prompt": caption, "chosen": images[chosen], "rejected": images[1 - chosen]})
+        for key in user.heldout:
+            label, caption = self.info[key]
+            images = user.files[key]
+            heldout.append({"prompt": caption, "image_1": images[0], "image_2": images[1], "label": label})
+        _write_user(self.out, self.log, user.folder, user.user_id, references, heldout)
+
+
 def _parquet_files(source: Path) -> list[Path]:
     files = sorted(source.glob("*.parquet")) if source.is_dir() else [source]
     if not files or not all(f.is_file() for f in files):
@@ -421,147 +608,8 @@ def import_pickapic(
         files=[f.name for f in files],
     )
     log = ImportLog("pickapic", str(source), seed, options)
-    row_id = lambda f, r: f"{files[f].name}:{r}"  # noqa: E731
-
-    def batches(file_index: int, columns: list[str]):
-        start = 0
-        for batch in pq.ParquetFile(files[file_index]).iter_batches(batch_size=batch_size, columns=columns):
-            yield start, batch
-            start += batch.num_rows
-
-    def plan(user: _PickapicUser) -> None:
-        """Queue rows to decode until the user's references and test pairs would be complete.
-
-        References are the first usable rows of the user's seeded non-tie order; a reference replacing a bad one is
-        the next row of that order, taken from the test pairs if it is already one. Test pairs are the first
-        usable rows of the user's seeded order of all rows that are not references.
-        """
-        n_refs = len(user.references) + sum(v == "ref" for v in user.pending.values())
-        while n_refs < n_references and user.ref_queue:
-            key = user.ref_queue.pop(0)
-            if key in user.bad or user.pending.get(key) == "ref":
-                continue
-            if key in user.heldout:
-                user.heldout.remove(key)
-                user.references.append(key)
-            else:
-                user.pending[key] = "ref"  # also turns a pending test pair into a reference
-            n_refs += 1
-        taken = set(user.references) | set(user.heldout) | set(user.pending) | user.bad
-        n_tests = len(user.heldout) + sum(v == "test" for v in user.pending.values())
-        while n_tests < max_heldout and user.test_queue:
-            key = user.test_queue.pop(0)
-            if key not in taken:
-                user.pending[key] = "test"
-                taken.add(key)
-                n_tests += 1
-
-    def work() -> None:
-        users: dict[str, _PickapicUser] = {}
-        info: dict[tuple[int, int], tuple[int, str]] = {}  # row key -> (label, caption)
-        for f in range(len(files)):
-            for start, batch in batches(f, ["user_id", "caption", "label_0", "label_1"]):
-                columns = batch.to_pydict()
-                for j in range(batch.num_rows):
-                    log.rows_read += 1
-                    r = start + j
-                    uid, caption = columns["user_id"][j], columns["caption"][j]
-                    label = pickapic_label(columns["label_0"][j], columns["label_1"][j])
-                    if uid is None or not str(uid).strip():
-                        log.skip_row(row_id(f, r), "missing_user_id")
-                    elif not isinstance(caption, str) or not caption.strip():
-                        log.skip_row(row_id(f, r), "empty_caption")
-                    elif label is None:
-                        labels = (columns["label_0"][j], columns["label_1"][j])
-                        log.skip_row(row_id(f, r), "unknown_label", f"label_0, label_1 = {labels}")
-                    else:
-                        uid = str(uid).strip()
-                        if uid not in users:
-                            users[uid] = _PickapicUser(uid, safe_user_id(uid))
-                        users[uid].rows.append((f, r))
-                        info[(f, r)] = (label, caption.strip())
-        eligible = []
-        folders: dict[str, str] = {}
-        for uid in sorted(users, key=lambda u: (len(u), u)):  # numeric ids in numeric order
-            user = users[uid]
-            non_ties = [k for k in user.rows if info[k][0] != 0]
-            if len(non_ties) < n_references or len(user.rows) - n_references < min_heldout:
-                detail = f"{len(user.rows)} pairs, {len(non_ties)} non-tie; need {n_references} non-tie+{min_heldout}"
-                log.skip_user(uid, "too_few_pairs", detail)
-            elif user.folder in folders:
-                taken_by = folders[user.folder]
-                log.skip_user(uid, "user_id_collision", f"folder {user.folder} is taken by user {taken_by}")
-            else:
-                folders[user.folder] = uid
-                eligible.append(user)
-        if max_users is not None and len(eligible) > max_users:
-            keep = set(id(u) for u in random.Random(f"{seed}/users").sample(eligible, max_users))
-            for user in eligible:
-                if id(user) not in keep:
-                    log.skip_user(user.user_id, "max_users", f"not in the seeded sample of {max_users} users")
-            eligible = [u for u in eligible if id(u) in keep]
-        for user in eligible:
-            rng = random.Random(f"{seed}/{user.user_id}")
-            user.ref_queue = [k for k in user.rows if info[k][0] != 0]
-            rng.shuffle(user.ref_queue)
-            user.test_queue = list(user.rows)
-            rng.shuffle(user.test_queue)
-            user.ref_order = {k: i for i, k in enumerate(user.ref_queue)}
-            user.test_order = {k: i for i, k in enumerate(user.test_queue)}
-            plan(user)
-        while True:
-            wanted = {k: u for u in eligible for k in u.pending}
-            if not wanted:
-                break
-            for f in sorted({k[0] for k in wanted}):
-                for start, batch in batches(f, ["jpg_0", "jpg_1"]):
-                    for j in range(batch.num_rows):
-                        key = (f, start + j)
-                        user = wanted.get(key)
-                        if user is None:
-                            continue
-                        raw = [_image_bytes(batch.column(c)[j].as_py()) for c in ("jpg_0", "jpg_1")]
-                        role = user.pending.pop(key)
-                        try:
-                            if raw[0] is not None and raw[0] == raw[1]:
-                                raise ImageProblem("identical_images", "jpg_0 and jpg_1 are the same bytes")
-                            written = [
-                                save_image(
-                                    raw[side], out / user.folder / f"images/r{f}-{start + j}_{side}", f"jpg_{side}"
-                                )
-                                for side in (0, 1)
-                            ]
-                        except ImageProblem as problem:
-                            log.skip_row(row_id(*key), problem.reason, problem.detail)
-                            user.bad.add(key)
-                            for stale in (out / user.folder / "images").glob(f"r{f}-{start + j}_[01].*"):
-                                stale.unlink()
-                            continue
-                        user.files[key] = tuple(w.relative_to(out / user.folder).as_posix() for w in written)
-                        (user.references if role == "ref" else user.heldout).append(key)
-            for user in eligible:
-                plan(user)
-        for user in eligible:
-            if len(user.references) < n_references or len(user.heldout) < min_heldout:
-                detail = f"{len(user.references)} usable references, {len(user.heldout)} usable test pairs"
-                log.skip_user(user.user_id, "too_few_usable_pairs", detail)
-                shutil.rmtree(out / user.folder, ignore_errors=True)
-                continue
-            references, heldout = [], []
-            user.references.sort(key=user.ref_order.get)
-            user.heldout.sort(key=user.test_order.get)
-            for key in user.references:
-                label, caption = info[key]
-                images = user.files[key]
-                chosen = 0 if label == 1 else 1
-                references.append({"prompt": caption, "chosen": images[chosen], "rejected": images[1 - chosen]})
-            for key in user.heldout:
-                label, caption = info[key]
-                images = user.files[key]
-                heldout.append({"prompt": caption, "image_1": images[0], "image_2": images[1], "label": label})
-            _write_user(out, log, user.folder, user.user_id, references, heldout)
-
-    return _run(log, out, work, verbose)
+    settings = _PickapicSettings(seed, n_references, max_heldout, min_heldout, max_users, batch_size)
+    return _run(log, out, _PickapicImport(files, out, log, settings).run, verbose)
 
 
 # ------------------------------------------------------------------------------------------------ own folders
