@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -64,6 +65,23 @@ def test_grpo_two_steps_moves_lora_not_base(tiny_models, tmp_path, monkeypatch):
     assert all(torch.equal(before[n], after[n]) for n in before if "lora_" not in n), "a base weight changed"
     history = trainer.state.log_history
     assert any("rewards/fidelity/mean" in h for h in history)
+    # The preference reward, though the random tiny judge rarely decides: an undecided comparison is a 0.5 tie (never
+    # None, which TRL would score like a loss). Exact for any mix of verdicts: a group's comparisons among its own
+    # rewrites add p and 1 - p, so a group's mean preference is fixed by its comparisons with the original alone.
+    env = trainer.reward_funcs[0].__self__
+    last, n = env._last, env.num_generations
+    assert all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in last.preference)
+    for g in range(0, len(last.rewrites), n):
+        win_original = [
+            sum(0.5 if c.preference is None else c.preference for c in last.comparisons[i]) / len(last.comparisons[i])
+            for i in range(g, g + n)
+        ]
+        mean_original = sum(win_original) / n
+        expected = {"original": mean_original, "group": 0.5, "both": (mean_original + 0.5) / 2}[env.compare_to]
+        assert sum(last.preference[g : g + n]) / n == pytest.approx(expected)
+    logged = [h for h in history if "rewards/preference/mean" in h]
+    assert logged and all(math.isfinite(h["rewards/preference/mean"]) for h in logged)
+    assert all(0.0 <= h["reward/undecided_fraction"] <= 1.0 for h in history if "reward/undecided_fraction" in h)
     assert any("judge/verdicts" in h for h in history)
     # the step profile: every logged step is split into phases that add up to it; the first step generated, rendered
     # and judged (num_iterations 2: the second reuses its rollouts), and judged 8 rewrites
@@ -238,6 +256,9 @@ def test_rewrite_command_on_trained_adapter(tiny_models, tmp_path):
 
 
 def test_cpu_yaml_matches_embedded_defaults(tmp_path):
+    import yaml
+
+    from rl.config import CPU_DEFAULTS, PigArguments
     from rl.train_policy import parse_args
 
     common = ["--user", "demo", "--run_name", "x"]
@@ -245,6 +266,13 @@ def test_cpu_yaml_matches_embedded_defaults(tmp_path):
     from_yaml = parse_args(["--config", str(REPO / "configs" / "cpu.yaml"), *common], check_models=False)
     for a, b in zip(plain, from_yaml):
         assert dataclasses.asdict(a) == dataclasses.asdict(b)
+    # The YAML spells the run out: every embedded trainer/policy default is in it, and every trainer/policy key in it
+    # is an embedded default (our own keys' defaults are PigArguments' fields; equal values are checked above).
+    keys = set(yaml.safe_load((REPO / "configs" / "cpu.yaml").read_text())) - {"env"}
+    ours = {f.name for f in dataclasses.fields(PigArguments)}
+    missing, extra = set(CPU_DEFAULTS) - keys, keys - ours - set(CPU_DEFAULTS)
+    assert not missing, f"{sorted(missing)}: in rl/config.py's CPU_DEFAULTS, missing from configs/cpu.yaml"
+    assert not extra, f"{sorted(extra)}: in configs/cpu.yaml, neither in CPU_DEFAULTS nor a PigArguments field"
 
 
 def test_gpu_config_parses_then_fails_fast_offline(tmp_path):
