@@ -55,7 +55,7 @@ class PigArguments:
     )
     render_device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
     render_dtype: str = field(
-        default="auto", metadata={"help": "auto (fp16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16."}
+        default="auto", metadata={"help": "auto (reward/devices.py) | float32 | float16 | bfloat16."}
     )
     render_steps: int = field(default=15, metadata={"help": "Denoising steps per image."})
     guidance_scale: float = field(default=4.0, metadata={"help": "Classifier-free guidance scale."})
@@ -107,7 +107,7 @@ class PigArguments:
     judge_batch_size: int = field(default=16, metadata={"help": "Judge conversations per forward/generate call."})
     judge_device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
     judge_dtype: str = field(
-        default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."}
+        default="auto", metadata={"help": "auto (reward/devices.py) | float32 | bfloat16 | float16."}
     )
     judge_max_pixels: int | None = field(
         default=None,
