@@ -156,6 +156,14 @@ class PigArguments:
             "that only penalises rewrites that drift from the prompt. Sets TRL's reward_weights."
         },
     )
+    repetition_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "reward += repetition_weight * -(repeats / phrases): a gate on degenerate rewrites that repeat a "
+            "phrase or stutter a word (\"lone framing, lone framing framing\"), zero for a rewrite without repeats. "
+            "Logged as rewards/repetition whatever its weight."
+        },
+    )
     fidelity_floor: float = field(
         default=0.4,
         metadata={
@@ -198,6 +206,8 @@ class PigArguments:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.fidelity_weight < 0:
             raise ConfigError(f"fidelity_weight must be >= 0, got {self.fidelity_weight}.")
+        if self.repetition_weight < 0:
+            raise ConfigError(f"repetition_weight must be >= 0, got {self.repetition_weight}.")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be 0 (automatic) or positive, got {self.torch_threads}.")
         if self.compare_to not in COMPARE_TO:

@@ -39,10 +39,19 @@ class PairSettings:
 
 
 def collect_pairs(
-    policy, tokenizer, env, prompts: list[str], fidelity_weight: float, settings: PairSettings, progress: bool = True
+    policy,
+    tokenizer,
+    env,
+    prompts: list[str],
+    weights: float | tuple[float, float],
+    settings: PairSettings,
+    progress: bool = True,
 ) -> tuple[list[dict], dict]:
     """Sample, render, judge and pair. Returns (rows, stats); each row holds the DPO columns (`prompt` as a chat,
-    `chosen`/`rejected` as assistant turns) and what produced it (`original`, rewrites, scores)."""
+    `chosen`/`rejected` as assistant turns) and what produced it (`original`, rewrites, scores).
+
+    `weights`: `(fidelity_weight, repetition_weight)` of the reward (a single number: the fidelity weight alone)."""
+    fidelity_weight, repetition_weight = (weights, 0.0) if isinstance(weights, (int, float)) else weights
     from tqdm.auto import tqdm
 
     if settings.candidates < 2:
@@ -73,7 +82,12 @@ def collect_pairs(
             for g, original in enumerate(chunk):
                 idx = range(g * settings.candidates, (g + 1) * settings.candidates)
                 scored = [
-                    (result.preference[i] + fidelity_weight * result.fidelity[i], i)
+                    (
+                        result.preference[i]
+                        + fidelity_weight * result.fidelity[i]
+                        + repetition_weight * result.repetition[i],
+                        i,
+                    )
                     for i in idx
                     if result.preference[i] is not None and rewrites[i]
                 ]

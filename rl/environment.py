@@ -18,21 +18,29 @@ For every group (one original prompt, `num_generations` rewrites) and every imag
    meaning, negative for one that drops it. Added as a term, its small differences among faithful rewrites were noise
    that group scaling blew up to full-size advantages.
 
+5. repetition of a rewrite = `-(repeats / phrases)` (`repetition`): a phrase that repeats an earlier one, or a word
+   that repeats the word before it, is a repeat; zero for a rewrite without any. Policies trained on the judge alone
+   learned to stack a cue ("lone framing, lone framing framing, lone framing"): the renderer reads each copy, so the
+   reward rose while the prompt stopped being one a person would write. Weighted by `repetition_weight`.
+
 For sandbox users a ground truth (the user's hidden taste, on pixels) also scores every rewrite's images against the
 original's; it is logged beside the judge's reward (`reward/ground_truth`, `judge/ground_truth_agreement`) to watch
 for reward hacking, and never enters the reward.
 
-TRL calls each reward function with the whole batch of its process. Both terms are computed once per batch by
-[`PersonalizedEnvironment`] and exposed as two reward functions, so TRL logs them separately (`rewards/preference`,
-`rewards/fidelity`) and combines them with `reward_weights = [1, fidelity_weight]`.
+TRL calls each reward function with the whole batch of its process. The terms are computed once per batch by
+[`PersonalizedEnvironment`] and exposed as three reward functions, so TRL logs them separately (`rewards/preference`,
+`rewards/fidelity`, `rewards/repetition`) and combines them with
+`reward_weights = [1, fidelity_weight, repetition_weight]`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from policies.rewriter import completion_text, extract_rewrite
 from reward.context import UserContext
@@ -60,11 +68,37 @@ class BatchResult:
     rewrites: list[str]
     preference: list[float]
     fidelity: list[float]
+    repetition: list[float]
     original_images: dict[int, list]  # group start index -> images per slot
     rewrite_images: list[list]  # per completion -> images per slot
     comparisons: list[list[Comparison]]  # per completion -> its comparisons with the original, per slot
     similarity: list[float] | None = None  # raw cosine similarity of each rewrite to its original
     ground_truth: list[float] | None = None  # sandbox users: true preference of each rewrite over the original
+
+
+def repetition(rewrite: str) -> float:
+    """`-(repeats / phrases)` of a rewrite: 0 without repeats, towards -1 for a rewrite made of repeats.
+
+    Phrases are the comma-separated parts (compared lower-cased, spaces collapsed); a repeat is a phrase equal to an
+    earlier one, or a word equal to the word just before it.
+
+    Example: `"a tent, lone framing, lone framing framing"` has 3 phrases and 2 repeats (the stuttered "framing",
+    and "lone framing" which the third phrase repeats after the stutter is removed): -0.67.
+    """
+    phrases = [" ".join(p.lower().split()) for p in rewrite.split(",")]
+    phrases = [p for p in phrases if p]
+    if not phrases:
+        return 0.0
+    repeats, seen = 0, set()
+    for phrase in phrases:
+        words = phrase.split()
+        kept = [w for i, w in enumerate(words) if i == 0 or w != words[i - 1]]
+        repeats += len(words) - len(kept)
+        phrase = " ".join(kept)
+        repeats += phrase in seen
+        seen.add(phrase)
+    share = min(1.0, repeats / len(phrases))
+    return -share if share else 0.0
 
 
 def split_start(index: int, group_size: int) -> int:
@@ -90,6 +124,8 @@ class PersonalizedEnvironment:
         sample_logger: optional callable `(BatchResult) -> None` for W&B tables (main process only).
         profile: optional [`rl.step_profile.StepProfile`] that receives the seconds of rendering, judging, the rest of
             the reward and sample logging, and the number of judged rewrites.
+        rollout_log: optional path of a JSON-lines file that receives one row per rewrite and batch (step, prompt,
+            rewrite, rewards, ground truth): what each process was rewarded for (one file per process).
         max_undecided_fraction: undecided share of a batch's comparisons above which the alarm fires (1 = never).
         max_failed_batches: reward batches in a row whose judge call failed (`BackendError`) before the judge counts
             as gone for good and `JudgeUnavailable` is raised; a failed batch before that is undecided, counted.
@@ -110,6 +146,7 @@ class PersonalizedEnvironment:
         ground_truth=None,
         sample_logger=None,
         profile=None,
+        rollout_log: str | Path | None = None,
         max_undecided_fraction: float = 1.0,
         max_failed_batches: int = 3,
     ):
@@ -128,6 +165,7 @@ class PersonalizedEnvironment:
             raise ValueError(f"max_failed_batches must be >= 1, got {max_failed_batches}.")
         self.alarm = UndecidedAlarm(max_undecided_fraction)
         self.max_failed_batches, self.failed_batches = max_failed_batches, 0
+        self.rollout_log = Path(rollout_log) if rollout_log else None
         self._last_key: tuple | None = None
         self._last: BatchResult | None = None
 
@@ -137,6 +175,9 @@ class PersonalizedEnvironment:
 
     def fidelity(self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, **kwargs):
         return self._result(completions, original_prompt, trainer_state, log_metric).fidelity
+
+    def repetition(self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, **kwargs):
+        return self._result(completions, original_prompt, trainer_state, log_metric).repetition
 
     def _result(self, completions, originals, trainer_state, log_metric) -> BatchResult:
         rewrites = [extract_rewrite(completion_text(c)) for c in completions]
@@ -234,6 +275,7 @@ class PersonalizedEnvironment:
             rewrites,
             preference,
             fidelity,
+            [repetition(r) for r in rewrites],
             original_images,
             rewrite_images,
             vs_original,
@@ -266,6 +308,8 @@ class PersonalizedEnvironment:
         logged = time.perf_counter()
         if self.sample_logger is not None:
             self.sample_logger(result)
+        if self.rollout_log is not None:
+            self._append_rollouts(result)
         if self.profile is not None:
             self.profile.record("render", render_seconds)
             self.profile.record("judge", judge_seconds)
@@ -296,3 +340,18 @@ class PersonalizedEnvironment:
             return self.pig.failed_comparisons(len(prompts), kind, str(err))
         self.failed_batches = 0
         return comparisons
+
+    def _append_rollouts(self, batch: BatchResult) -> None:
+        self.rollout_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.rollout_log, "a", encoding="utf-8") as f:
+            for i, rewrite in enumerate(batch.rewrites):
+                row = {
+                    "step": batch.step,
+                    "prompt": batch.originals[i],
+                    "rewrite": rewrite,
+                    "preference": batch.preference[i],
+                    "fidelity": batch.fidelity[i],
+                    "repetition": batch.repetition[i],
+                    "ground_truth": batch.ground_truth[i] if batch.ground_truth is not None else None,
+                }
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")

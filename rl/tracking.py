@@ -42,16 +42,19 @@ class SampleLogger:
         out_dir: where `samples/step_XXXXX.png` grids go.
         every: log on steps divisible by this (0 = never).
         max_groups: groups per logged step.
-        fidelity_weight: to show the total reward next to its terms.
+        fidelity_weight, repetition_weight: to show the total reward next to its terms.
     """
 
-    def __init__(self, out_dir: str | Path, every: int = 5, max_groups: int = 2, fidelity_weight: float = 0.0):
-        self.out_dir, self.every, self.max_groups, self.fidelity_weight = (
-            Path(out_dir),
-            every,
-            max_groups,
-            fidelity_weight,
-        )
+    def __init__(
+        self,
+        out_dir: str | Path,
+        every: int = 5,
+        max_groups: int = 2,
+        fidelity_weight: float = 0.0,
+        repetition_weight: float = 0.0,
+    ):
+        self.out_dir, self.every, self.max_groups = Path(out_dir), every, max_groups
+        self.fidelity_weight, self.repetition_weight = fidelity_weight, repetition_weight
         self._logged_steps: set[int] = set()
 
     def __call__(self, batch: BatchResult) -> None:
@@ -71,7 +74,8 @@ class SampleLogger:
             labels.append(f"original: {batch.originals[start]}")
             for i in range(start, start + group_size):
                 pref, fid = batch.preference[i], batch.fidelity[i]
-                total = None if pref is None else pref + self.fidelity_weight * fid
+                rep = batch.repetition[i]
+                total = None if pref is None else pref + self.fidelity_weight * fid + self.repetition_weight * rep
                 rows.append(list(batch.rewrite_images[i]))
                 truth = f" truth={batch.ground_truth[i]:.2f}" if batch.ground_truth is not None else ""
                 labels.append(f"pref={_fmt(pref)}{truth} fid={fid:.2f}: {batch.rewrites[i]}")

@@ -109,8 +109,11 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
                 "reward calls. Adjust one."
             )
         if training_args.reward_weights is not None:
-            parser.error("Set fidelity_weight instead of reward_weights (rewards are [preference, fidelity]).")
-        training_args.reward_weights = [1.0, args.fidelity_weight]
+            parser.error(
+                "Set fidelity_weight and repetition_weight instead of reward_weights (rewards are [preference, "
+                "fidelity, repetition])."
+            )
+        training_args.reward_weights = [1.0, args.fidelity_weight, args.repetition_weight]
     user_key = user_id_of(args.user, args.users_dir)  # `users/demo/user.json` files its run under runs/demo/
     if training_args.resume_from_checkpoint:
         raise ConfigError(
@@ -146,6 +149,9 @@ def check_configured_models(args: PigArguments, model_args=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    from rl.console import quiet_libraries
+
+    quiet_libraries()  # loading bars, deprecation notices, info chatter: only with PIG_VERBOSE=1
     args, training_args, model_args = parse_args(argv)
     trainer, user = build_trainer(args, training_args, model_args)
     from accelerate import PartialState
@@ -176,7 +182,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
     from policies.rewriter import build_chat, check_adapter_files, check_adapter_fits
     from reward.hub import load_kwargs
     from reward.users import load_user
-    from rl import ground_truth
+    from rl import console, ground_truth
     from rl.checkpoint import pin_context
     from rl.environment import PersonalizedEnvironment
     from rl.step_profile import StepProfile
@@ -215,8 +221,11 @@ def build_trainer(args: PigArguments, training_args, model_args):
         ground_truth=functools.partial(ground_truth.preferences, taste) if taste is not None else None,
         sample_logger=None
         if dpo
-        else SampleLogger(out_dir, args.log_images_every, args.log_groups, args.fidelity_weight),
+        else SampleLogger(
+            out_dir, args.log_images_every, args.log_groups, args.fidelity_weight, args.repetition_weight
+        ),
         profile=None if dpo else profile,
+        rollout_log=out_dir / "rollouts" / f"rank{state.process_index}.jsonl",
         max_undecided_fraction=args.max_undecided_fraction,
         max_failed_batches=args.judge_max_failed_batches,
     )
@@ -241,7 +250,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
     if dpo:  # the paper's route: judged pairs from the starting policy, then DPO on them
         dataset, rewards = _judged_pairs(state, args, training_args, policy, tokenizer, env, prompts, out_dir), {}
     else:  # on-policy: TRL calls the environment's reward functions on every batch of rewrites
-        rewards = {"reward_funcs": [env.preference, env.fidelity]}
+        rewards = {"reward_funcs": [env.preference, env.fidelity, env.repetition]}
     trainer = getattr(trl, ALGORITHMS[args.algorithm][1])(
         model=policy,
         args=training_args,
@@ -251,6 +260,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
         **rewards,
     )
     trainer.callback_handler.callbacks.insert(0, profile)  # first, so that W&B's `on_log` sees the `time/` metrics
+    console.install(trainer, out_dir / "metrics.jsonl")  # one progress bar; every logged row to metrics.jsonl
     return trainer, user
 
 
@@ -285,7 +295,8 @@ def _judged_pairs(state, args, training_args, policy, tokenizer, env, prompts, o
                 temperature=args.dpo_temperature,
                 seed=training_args.seed,
             )
-            rows, stats = collect_pairs(policy, tokenizer, env, prompts, args.fidelity_weight, settings)
+            weights = (args.fidelity_weight, args.repetition_weight)
+            rows, stats = collect_pairs(policy, tokenizer, env, prompts, weights, settings)
             write_pairs(rows, path)
             print(
                 f"[dpo] {stats['pairs']} pairs from {stats['groups']} judged groups (mean reward gap "
@@ -419,7 +430,9 @@ def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
         f"renderer={args.renderer_model} judge={args.judge_model} ({args.judge_backend}, {args.judge_mode})\n"
         f"[plan] {when}: {groups} prompts x {group_size} rewrites, {images} images rendered, {judge_calls} judge "
         f"calls; max_steps={training_args.max_steps}; reward = preference (vs {args.compare_to}) + "
-        f"{args.fidelity_weight} * min(0, similarity - {args.fidelity_floor})\n"
+        f"{args.fidelity_weight} * min(0, similarity - {args.fidelity_floor})"
+        + (f" - {args.repetition_weight} * repeats/phrases" if args.repetition_weight else "")
+        + "\n"
         f"[plan] output_dir={training_args.output_dir} (W&B mode: {os.environ.get('WANDB_MODE')}; "
         f"{state.num_processes} process(es) on {state.device}, torch threads each: {torch.get_num_threads()})"
     )
@@ -462,6 +475,11 @@ def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None
         if values:
             first, last = sum(values[:k]) / k, sum(values[-k:]) / k
             print(f"[done] {label}: mean of first {k} logged steps {first:.3f} -> last {k} steps {last:.3f}")
+    from rl.step_profile import summary
+
+    profile = summary(history)
+    if profile:
+        print(f"[done] time: {profile}")
     print(f'[done] adapter: {adapter_dir}\n[done] try it: pig rewrite --user {user_id} "a lighthouse on a cliff"')
 
 

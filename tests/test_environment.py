@@ -88,3 +88,22 @@ def test_split_groups_are_refused(stack):
         env.compute(["a sun", "a sun", "a kite"], ["x", "y", "z"], 0)
     with pytest.raises(ValueError, match="compares rewrites of a group"):
         _env(stack, num_generations=1, compare_to="group")
+
+
+@pytest.mark.parametrize(
+    "rewrite, expected",
+    [
+        ("a sun, in orange tones, lone framing", 0.0),
+        ("the sun above the hills", 0.0),
+        ("", 0.0),
+        ("a tent, lone framing, lone framing", -1 / 3),
+        ("a tent, lone framing framing", -1 / 2),  # a stuttered word
+        ("a tent, lone framing, lone framing framing", -2 / 3),  # the stutter, then the phrase it repeats
+        ("a tent, Lone  Framing, lone framing,", -1 / 3),  # case, spacing and a trailing comma do not hide a repeat
+        ("the the the sun", -1.0),  # capped at -1
+    ],
+)
+def test_repetition_counts_repeated_phrases_and_stuttered_words(rewrite, expected):
+    from rl.environment import repetition
+
+    assert repetition(rewrite) == pytest.approx(expected)

@@ -186,6 +186,12 @@ def test_cli_smoke_accelerate_launch(tiny_models, tmp_path):
     from rl.train_policy import cpu_threads
 
     assert f"1 process(es) on cpu, torch threads each: {cpu_threads(0, 1)})" in proc.stdout
+    # a quiet console: no loading bars, no library deprecation notices, no per-step metric dicts; the step profile
+    # is summarized at the end, and every logged row is in metrics.jsonl
+    console = proc.stdout + proc.stderr
+    for noise in ("Loading weights", "FutureWarning", "{'loss'", "Loading pipeline components"):
+        assert noise not in console, noise
+    assert "[done] time: mean s/step" in proc.stdout
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -201,8 +207,13 @@ def test_cli_smoke_accelerate_launch(tiny_models, tmp_path):
     assert AdapterInfo.load(adapter).user_id == "demo"
     assert len(PromptRewriter(adapter).rewrite(["a sun", "a tree"])) == 2
 
+    logged = [json.loads(line) for line in (adapter.parent / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2]
+    assert all("time/step_s" in r for r in logged if "loss" in r)
+
     run_dir = adapter.parent / "wandb"
     rows = read_history(run_dir)
+    assert sum("train/time/step_s" in r for r in rows) == 2  # the profile reached W&B too
     rewards = [r["train/reward"] for r in rows if "train/reward" in r]
     # One reward row per judged batch: each batch serves num_iterations (2) optimizer steps, so 2 steps log one.
     from rl.config import CPU_DEFAULTS
