@@ -2,7 +2,7 @@
 
 By default the libraries' loading bars, deprecation notices and info messages are silenced, and TRL's full metric
 dict is not printed each step: every logged row goes, as it is logged, to `<run>/metrics.jsonl` (and to
-`log_history.json` and W&B as before). `PIG_VERBOSE=1` (or `pig train --verbose`) keeps everything.
+`log_history.json` and W&B as before). `PIG_VERBOSE=1` keeps everything.
 """
 
 from __future__ import annotations
