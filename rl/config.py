@@ -258,7 +258,7 @@ CPU_DEFAULTS = dict(
     num_iterations=2,
     max_steps=80,
     logging_steps=1,
-    # A checkpoint (LoRA adapter + optimizer state, ~20 MB for SmolLM2's r=16 LoRA) every 10 steps, the last 2 kept:
+    # A checkpoint (LoRA adapter + optimizer state + tokenizer, ~26 MB for SmolLM2's r=16 LoRA) every 10 steps, 2 kept:
     # a killed run loses at most 10 steps (--resume, rl/checkpoint.py). Even, so that it falls between the judged
     # batches that num_iterations: 2 shares between two steps.
     save_strategy="steps",
