@@ -122,6 +122,8 @@ def run(mode: str, group_size: int, args, workdir: Path) -> dict:
         str(args.seed),
         "--torch_threads",
         str(args.torch_threads),
+        "--render_cache_dir",
+        "",  # no images from an earlier run: both loops render what they show
     ]
     pig_args, training_args, model_args = parse_args(argv)
     trainer, _ = build_trainer(pig_args, training_args, model_args)

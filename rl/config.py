@@ -63,6 +63,14 @@ class PigArguments:
         default=None, metadata={"help": "Square output size in pixels (None = pipeline default)."}
     )
     render_batch_size: int = field(default=16, metadata={"help": "Images per pipeline call."})
+    render_cache_dir: str | None = field(
+        default="{runs_dir}/cache/images",
+        metadata={
+            "help": "On-disk cache of rendered images, keyed by renderer weights, render settings, prompt and seed "
+            "(rl/image_cache.py): evaluation reruns and resumed runs do not render again; shared safely by "
+            "processes. {runs_dir} is filled in. Empty or null = off (e.g. for 512-pixel images: ~0.4 MB each)."
+        },
+    )
     images_per_prompt: int = field(
         default=2,
         metadata={

@@ -26,6 +26,7 @@ class RenderSettings:
     height, width: output size in pixels (`None` = the pipeline's default).
     batch_size: images per pipeline call.
     cache_size: rendered (prompt, seed) images kept in memory (original prompts recur across steps).
+    disk_cache: folder of the on-disk image cache shared by runs and processes (`rl.image_cache`); `None` = off.
     """
 
     model: str
@@ -37,6 +38,7 @@ class RenderSettings:
     width: int | None = None
     batch_size: int = 8
     cache_size: int = 256
+    disk_cache: str | None = None
 
 
 class Renderer:
@@ -58,6 +60,23 @@ class Renderer:
         self.pipe = AutoPipelineForText2Image.from_pretrained(settings.model, dtype=dtype, **load_kwargs()).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self._cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
+        self.disk = None
+        if settings.disk_cache:
+            import diffusers
+
+            from rl.image_cache import ImageCache, model_fingerprint
+
+            identity = {
+                "model": settings.model,
+                "weights": model_fingerprint(settings.model),
+                "steps": settings.num_inference_steps,
+                "guidance_scale": settings.guidance_scale,
+                "size": [settings.height, settings.width],
+                "dtype": str(dtype),
+                "device": torch.device(device).type,  # CPU and GPU kernels do not give the same pixels
+                "versions": [torch.__version__, diffusers.__version__],
+            }
+            self.disk = ImageCache(settings.disk_cache, identity)
         self.images_rendered = 0
         self.truncated = 0
         self.seconds = 0.0
@@ -76,6 +95,7 @@ class Renderer:
                 height=args.image_size,
                 width=args.image_size,
                 batch_size=args.render_batch_size,
+                disk_cache=args.render_cache_dir.format(runs_dir=args.runs_dir) if args.render_cache_dir else None,
             )
         )
 
@@ -100,6 +120,15 @@ class Renderer:
         if len(prompts) != len(seeds):
             raise ValueError(f"render got {len(prompts)} prompts but {len(seeds)} seeds.")
         todo = list(dict.fromkeys(k for k in zip(prompts, seeds) if k not in self._cache))
+        if self.disk is not None:  # images rendered before, by this or another run or process
+            missing = []
+            for key in todo:
+                image = self.disk.get(*key)
+                if image is None:
+                    missing.append(key)
+                else:
+                    self._cache[key] = image
+            todo = missing
         s = self.settings
         for start in range(0, len(todo), s.batch_size):
             chunk = todo[start : start + s.batch_size]
@@ -124,6 +153,8 @@ class Renderer:
             self.images_rendered += len(chunk)
             for key, image in zip(chunk, images):
                 self._cache[key] = image
+                if self.disk is not None:
+                    self.disk.put(*key, image)
         result = [self._cache[k] for k in zip(prompts, seeds)]
         for key in zip(prompts, seeds):
             self._cache.move_to_end(key)
@@ -138,4 +169,6 @@ class Renderer:
         if self.seconds:
             out["render/images_per_s"] = self.images_rendered / self.seconds
         self.images_rendered, self.truncated, self.seconds = 0, 0, 0.0
+        if self.disk is not None:
+            out.update(self.disk.pop_metrics())
         return out

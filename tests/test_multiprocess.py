@@ -59,7 +59,10 @@ def test_two_processes_reward_whole_groups_as_one_process_would(tiny_models, tmp
     from rl.environment import PersonalizedEnvironment
     from rl.train_policy import build_reward_stack, parse_args
 
-    args, training_args, _ = parse_args(_tiny_argv(tiny_models, tmp_path, "--report_to", "none"))
+    # rendered again, not read back from the runs' image cache: the images themselves are what is compared
+    args, training_args, _ = parse_args(
+        _tiny_argv(tiny_models, tmp_path, "--report_to", "none", "--render_cache_dir", "")
+    )
     from accelerate import PartialState
 
     user = load_user(args.user, args.users_dir)
