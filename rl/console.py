@@ -66,6 +66,7 @@ class ConsoleProgress(TrainerCallback):
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.show_bar = bar
         self.bar = None
+        self.shown: dict[str, str] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.show_bar:
@@ -86,9 +87,12 @@ class ConsoleProgress(TrainerCallback):
             with open(self.metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         if self.bar is not None:
-            shown = {label: fmt.format(logs[key]) for key, label, fmt in BAR_FIELDS if _number(logs.get(key))}
-            if shown:
-                self.bar.set_postfix(shown, refresh=False)
+            # the last value of each field stays shown: with num_iterations 2 every other step logs no reward
+            for key, label, fmt in BAR_FIELDS:
+                if _number(logs.get(key)):
+                    self.shown[label] = fmt.format(logs[key])
+            if self.shown:
+                self.bar.set_postfix({label: self.shown[label] for _, label, _ in BAR_FIELDS if label in self.shown})
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
