@@ -207,7 +207,8 @@ def test_raw_references_template(tmp_path):
     content = build_messages(t, "a tree", (a, b), format_context([]), references=refs)[1]["content"]
     assert [item["image"] for item in content if item["type"] == "image"] == [c1, r1, c2, r2, a, b]
     texts = [item["text"] for item in content if item["type"] == "text"]
-    assert "Choice 1: prompt <prompt>a moon   {chosen_image}</prompt>, chosen: " in texts[0]  # data, not a slot
+    # our tag stripped (spaces collapsed: user text is one line), the slot name left as data, not filled
+    assert "Choice 1: prompt <prompt>a moon {chosen_image}</prompt>, chosen: " in texts[0]
     assert texts[2].startswith("\nChoice 2: prompt <prompt>a sun</prompt>") and texts[0].count("</prompt>") == 1
     assert "Target prompt: <prompt>a tree</prompt>" in texts[4] and texts[4].rstrip().endswith("Image 1:")
     empty = build_messages(t, "a tree", (a, b), format_context([]), references=[])[1]["content"]
