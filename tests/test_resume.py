@@ -109,6 +109,10 @@ def test_sigkill_then_resume_continues_the_same_run(tiny_models, tmp_path):
     """A real `kill -9` after the first checkpoint and one more logged step, then `--resume` without a run name."""
     env = dict(os.environ, WANDB_MODE="offline", WANDB_DATA_DIR=str(tmp_path / "wandb-data"), HF_HUB_OFFLINE="1")
     env.pop("PIG_VERBOSE", None)
+    # An earlier test of this pytest process may have started a W&B service and exported its address: children would
+    # share it, and the killed run's stream would stay registered there ("run ID ... is in use" on resume). A killed
+    # run's own service exits with it, as it does outside the test suite.
+    env.pop("WANDB_SERVICE", None)
     argv = _tiny_argv(tiny_models, tmp_path, "--max_steps", "5", "--save_steps", "2", "--log_images_every", "0")
     command = [sys.executable, "rl/train_policy.py", *argv]
     run_dir = tmp_path / "runs" / "demo" / "first"
