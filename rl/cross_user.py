@@ -152,7 +152,7 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     from reward.devices import resolve_device
     from reward.users import UserDataError, load_user
     from rl.render import Renderer
-    from rl.train_policy import build_reward_stack
+    from rl.reward_stack import build_reward_stack
 
     users = [load_user(u, pig_args.users_dir) for u in args.users]
     tastes = [ground_truth.taste_of(u) for u in users]

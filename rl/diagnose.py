@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from rl import ground_truth
     from rl.environment import crn_seed
     from rl.evaluate_policy import parse_dataclasses
-    from rl.train_policy import build_reward_stack
+    from rl.reward_stack import build_reward_stack
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args, opts = parse_dataclasses((PigArguments, DiagnoseArguments), argv)  # training's YAML, unknown keys refused

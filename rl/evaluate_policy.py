@@ -284,7 +284,7 @@ def judge_preferences(pig, context, pairs: list[Pair], images: dict) -> list[flo
 def check_models_for(pig_args: PigArguments, judge: bool) -> None:
     """Fail fast on a missing renderer, fidelity model, or (when judging) judge; the policy comes with the adapter."""
     from reward.hub import check_models
-    from rl.train_policy import check_configured_models
+    from rl.reward_stack import check_configured_models
 
     if judge:
         check_configured_models(pig_args)
@@ -333,7 +333,7 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     from reward.similarity import TextEmbedder
     from reward.users import UserDataError, load_user
     from rl.render import Renderer
-    from rl.train_policy import build_reward_stack
+    from rl.reward_stack import build_reward_stack
 
     user = load_user(pig_args.user, pig_args.users_dir)
     taste = ground_truth.taste_of(user)

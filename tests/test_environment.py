@@ -16,7 +16,7 @@ def stack(tiny_models, tmp_path_factory):
 
     from reward.users import load_user
     from rl.config import PigArguments
-    from rl.train_policy import build_reward_stack
+    from rl.reward_stack import build_reward_stack
     from tests.conftest import REPO
 
     args = PigArguments(

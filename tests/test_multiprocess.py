@@ -57,7 +57,8 @@ def test_two_processes_reward_whole_groups_as_one_process_would(tiny_models, tmp
     from reward.users import load_user
     from rl import ground_truth
     from rl.environment import PersonalizedEnvironment
-    from rl.train_policy import build_reward_stack, parse_args
+    from rl.reward_stack import build_reward_stack
+    from rl.train_policy import parse_args
 
     # rendered again, not read back from the runs' image cache: the images themselves are what is compared
     args, training_args, _ = parse_args(

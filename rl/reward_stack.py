@@ -1,0 +1,74 @@
+"""What training, `pig evaluate`, `pig matrix` and `pig diagnose` build alike from a configuration: the checks of the
+configured models and the reward stack (PIGReward with the user's context, the renderer, the fidelity embedder).
+
+A library module, so that the commands that evaluate need not import `rl/train_policy.py`, which is a script (it sets
+W&B's environment when imported).
+"""
+
+from __future__ import annotations
+
+from rl.config import PigArguments
+
+
+def check_configured_models(args: PigArguments, model_args=None) -> None:
+    """Fail fast, naming every configured model that is neither a local folder, cached, nor reachable."""
+    from reward.hub import check_models
+
+    local_judge = args.judge_backend == "transformers"  # a served judge is the server's business
+    check_models(
+        {
+            "policy": model_args.model_name_or_path if model_args is not None else "",
+            "renderer": args.renderer_model,
+            "judge": args.judge_model if local_judge else "",
+            "reasoner": (args.reasoner_model or args.judge_model) if local_judge else "",
+            "fidelity": args.fidelity_model,
+            "init_adapter": args.init_adapter or "",
+        }
+    )
+
+
+def build_reward_stack(args: PigArguments, user, device: str, state):
+    """PIGReward (the user's context built once, cached), the renderer and the fidelity embedder, from `args`.
+
+    Returns (pig, context, renderer, embedder); shared by training and `rl/evaluate_policy.py`.
+    """
+    from reward.backends import GenerationSettings
+    from reward.pigreward import JudgeSettings, PIGReward
+    from reward.similarity import TextEmbedder
+    from rl.render import Renderer
+
+    pig = PIGReward.from_names(
+        judge=args.judge_model,
+        reasoner=args.reasoner_model,
+        backend=args.judge_backend,
+        backend_kwargs=dict(
+            device=args.judge_device if args.judge_device != "auto" else device,
+            dtype=args.judge_dtype,
+            batch_size=args.judge_batch_size,
+            max_pixels=args.judge_max_pixels,
+        )
+        if args.judge_backend == "transformers"
+        else dict(
+            base_url=args.judge_base_url, api_key_env=args.judge_api_key_env, concurrency=args.judge_concurrency
+        ),
+        settings=JudgeSettings(
+            mode=args.judge_mode,
+            both_orders=args.judge_both_orders,
+            strict=args.judge_strict,
+            generation=GenerationSettings(
+                max_new_tokens=args.judge_max_new_tokens,
+                repetition_penalty=args.judge_repetition_penalty,
+                stop_after_verdict=True,
+            ),
+        ),
+        cache_dir=args.runs_dir,
+    )
+    with state.main_process_first():  # the main process builds the context; the others then read its cache
+        context = pig.build_context(user, rebuild=args.rebuild_context and state.is_main_process)
+    if state.is_main_process:
+        print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id}):")
+        for r in context.rationales:
+            print(f"  {r.reference_index}. {r.text}")
+    renderer = Renderer.from_args(args, device)
+    embedder = TextEmbedder(args.fidelity_model, device=device)
+    return pig, context, renderer, embedder
