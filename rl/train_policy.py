@@ -366,7 +366,8 @@ def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
         f"[plan] policy={model_args.model_name_or_path} lora_r={model_args.lora_r} "
         f"renderer={args.renderer_model} judge={args.judge_model} ({args.judge_backend}, {args.judge_mode})\n"
         f"[plan] {when}: {groups} prompts x {group_size} rewrites, {images} images rendered, {judge_calls} judge "
-        f"calls; max_steps={training_args.max_steps}; reward = preference (vs {args.compare_to}) + "
+        f"calls; max_steps={training_args.max_steps}; beta={getattr(training_args, 'beta', None)}; reward = "
+        f"preference (vs {args.compare_to}) + "
         f"{args.fidelity_weight} * min(0, similarity - {args.fidelity_floor})"
         + (f" - {args.repetition_weight} * repeats/phrases" if args.repetition_weight else "")
         + "\n"
