@@ -169,6 +169,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--torch_threads", type=int, default=0, help="0 = physical cores (as training).")
     args = parser.parse_args()
+    from rl.console import quiet_libraries
+
+    quiet_libraries()  # as training: no loading bars or deprecation notices between the figures
     sizes = [int(x) for x in args.group_sizes.split(",")]
     if args.steps < 2:
         parser.error("--steps must be >= 2: the first step is a warm-up.")
