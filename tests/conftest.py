@@ -36,3 +36,25 @@ def demo_user_copy(tmp_path) -> Path:
     dst = tmp_path / "users" / "demo"
     shutil.copytree(REPO / "users" / "demo", dst)
     return dst
+
+
+def tiny_reward_stack(tiny_models: dict, runs_dir, **overrides):
+    """The demo user and the reward stack training builds (`rl.reward_stack.build_reward_stack`) on the tiny models:
+    returns (user, pig, context, renderer, embedder). `overrides` are `PigArguments` fields."""
+    from accelerate import PartialState
+
+    from reward.users import load_user
+    from rl.config import PigArguments
+    from rl.reward_stack import build_reward_stack
+
+    args = PigArguments(
+        user="demo",
+        users_dir=str(REPO / "users"),
+        runs_dir=str(runs_dir),
+        judge_model=tiny_models["vlm"],
+        renderer_model=tiny_models["sd"],
+        fidelity_model=tiny_models["minilm"],
+        **overrides,
+    )
+    user = load_user(args.user, args.users_dir)
+    return (user, *build_reward_stack(args, user, "cpu", PartialState()))

@@ -8,27 +8,15 @@ import pytest
 
 @pytest.fixture(scope="module")
 def parts(tiny_models, tmp_path_factory):
-    from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reward.users import load_user
-    from rl.config import PigArguments
     from rl.environment import PersonalizedEnvironment
-    from rl.reward_stack import build_reward_stack
-    from tests.conftest import REPO
+    from tests.conftest import tiny_reward_stack
 
-    args = PigArguments(
-        user="demo",
-        users_dir=str(REPO / "users"),
-        runs_dir=str(tmp_path_factory.mktemp("runs")),
-        judge_model=tiny_models["vlm"],
-        renderer_model=tiny_models["sd"],
-        fidelity_model=tiny_models["minilm"],
-        render_steps=2,
-        judge_mode="score",  # the random judge's P(Image 1): every comparison decided, scores spread out
+    # score mode: the random judge's P(Image 1) decides every comparison, and the scores spread out
+    _, pig, context, renderer, embedder = tiny_reward_stack(
+        tiny_models, tmp_path_factory.mktemp("runs"), render_steps=2, judge_mode="score"
     )
-    user = load_user(args.user, args.users_dir)
-    pig, context, renderer, embedder = build_reward_stack(args, user, "cpu", PartialState())
     env = PersonalizedEnvironment(pig, context, renderer, embedder, num_generations=4)
     policy = AutoModelForCausalLM.from_pretrained(tiny_models["policy"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["policy"])

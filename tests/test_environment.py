@@ -12,25 +12,13 @@ from rl import ground_truth
 
 @pytest.fixture(scope="module")
 def stack(tiny_models, tmp_path_factory):
-    from accelerate import PartialState
+    from tests.conftest import tiny_reward_stack
 
-    from reward.users import load_user
-    from rl.config import PigArguments
-    from rl.reward_stack import build_reward_stack
-    from tests.conftest import REPO
-
-    args = PigArguments(
-        user="demo",
-        users_dir=str(REPO / "users"),
-        runs_dir=str(tmp_path_factory.mktemp("runs")),
-        judge_model=tiny_models["vlm"],
-        renderer_model=tiny_models["sd"],
-        fidelity_model=tiny_models["minilm"],
-        render_steps=3,
-        judge_max_new_tokens=1,  # no verdict fits in one token: every comparison is undecided
+    # judge_max_new_tokens 1: no verdict fits in one token, every comparison is undecided
+    user, *parts = tiny_reward_stack(
+        tiny_models, tmp_path_factory.mktemp("runs"), render_steps=3, judge_max_new_tokens=1
     )
-    user = load_user(args.user, args.users_dir)
-    return (*build_reward_stack(args, user, "cpu", PartialState()), ground_truth.taste_of(user))
+    return (*parts, ground_truth.taste_of(user))
 
 
 def _env(stack, **kwargs):

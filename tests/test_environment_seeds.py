@@ -12,26 +12,12 @@ from rl import ground_truth
 
 @pytest.fixture(scope="module")
 def env(tiny_models, tmp_path_factory):
-    from accelerate import PartialState
-
-    from reward.users import load_user
-    from rl.config import PigArguments
     from rl.environment import PersonalizedEnvironment
-    from rl.reward_stack import build_reward_stack
-    from tests.conftest import REPO
+    from tests.conftest import tiny_reward_stack
 
-    args = PigArguments(
-        user="demo",
-        users_dir=str(REPO / "users"),
-        runs_dir=str(tmp_path_factory.mktemp("runs")),
-        judge_model=tiny_models["vlm"],
-        renderer_model=tiny_models["sd"],
-        fidelity_model=tiny_models["minilm"],
-        render_steps=2,
-        judge_max_new_tokens=1,
+    user, pig, context, renderer, embedder = tiny_reward_stack(
+        tiny_models, tmp_path_factory.mktemp("runs"), render_steps=2, judge_max_new_tokens=1
     )
-    user = load_user(args.user, args.users_dir)
-    pig, context, renderer, embedder = build_reward_stack(args, user, "cpu", PartialState())
     truth = functools.partial(ground_truth.preferences, ground_truth.taste_of(user))
     return PersonalizedEnvironment(
         pig, context, renderer, embedder, num_generations=2, images_per_prompt=2, ground_truth=truth
