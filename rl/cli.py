@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         "bench": cmd_bench,
         "import": cmd_import,
     }
+    from rl.console import quiet_libraries
+
+    quiet_libraries()  # no loading bars or library deprecation notices in any command (PIG_VERBOSE=1 keeps them)
     if not argv or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2

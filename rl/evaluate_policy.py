@@ -258,7 +258,8 @@ def image_pairs(
 def render_once(renderer, keys: Iterable[ImageKey]) -> dict:
     """Render every distinct (text, seed) once, in one call: images depend on neither the block nor the scorer."""
     unique = list(dict.fromkeys(keys))
-    return dict(zip(unique, renderer.render([t for t, _ in unique], [s for _, s in unique])))
+    images = renderer.render([t for t, _ in unique], [s for _, s in unique], progress="rendering")
+    return dict(zip(unique, images))
 
 
 def truth_preferences(taste, pairs: list[Pair], images: dict, utilities: dict) -> list[float]:

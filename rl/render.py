@@ -115,8 +115,11 @@ class Renderer:
             )
         return n
 
-    def render(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
-        """One image per (prompt, seed); cached pairs are reused, the rest rendered `batch_size` at a time."""
+    def render(self, prompts: list[str], seeds: list[int], progress: str | None = None) -> list[Image.Image]:
+        """One image per (prompt, seed); cached pairs are reused, the rest rendered `batch_size` at a time.
+
+        `progress`: the label of a progress bar over the images to render (shown when there is more than one batch).
+        """
         if len(prompts) != len(seeds):
             raise ValueError(f"render got {len(prompts)} prompts but {len(seeds)} seeds.")
         todo = list(dict.fromkeys(k for k in zip(prompts, seeds) if k not in self._cache))
@@ -130,6 +133,11 @@ class Renderer:
                     self._cache[key] = image
             todo = missing
         s = self.settings
+        bar = None
+        if progress and len(todo) > s.batch_size:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=progress, unit="image")
         for start in range(0, len(todo), s.batch_size):
             chunk = todo[start : start + s.batch_size]
             generators = [self._torch.Generator(device="cpu").manual_seed(seed) for _, seed in chunk]
@@ -155,6 +163,10 @@ class Renderer:
                 self._cache[key] = image
                 if self.disk is not None:
                     self.disk.put(*key, image)
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
         result = [self._cache[k] for k in zip(prompts, seeds)]
         for key in zip(prompts, seeds):
             self._cache.move_to_end(key)
