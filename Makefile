@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: demo test setup install browser models lint bench clean-models
+.PHONY: demo test setup install browser accelerate-config models lint bench clean-models
 
 demo: setup
 	$(BIN)/accelerate launch rl/train_policy.py --user demo
@@ -23,7 +23,13 @@ browser:
 	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	    else echo "chromium not installed (apt-get install chromium as root): the browser test will be skipped"; fi; }
 
-setup: install models
+setup: install models accelerate-config
+
+# accelerate's default config for this machine (`accelerate config default`), unless you have one: without it every
+# `accelerate launch` warns about the values it defaulted. Written where accelerate looks (under HF_HOME).
+accelerate-config: install
+	@$(BIN)/python -c "import os, sys; from accelerate.commands.config.config_args import default_config_file as f; sys.exit(0 if os.path.isfile(f) else 1)" \
+	  || $(BIN)/accelerate config default
 
 install: $(VENV)/.installed
 
