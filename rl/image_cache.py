@@ -13,12 +13,13 @@ A file that cannot be read back (disk trouble, a truncated copy) is a miss and i
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
+
+from reward.files import atomic_write_bytes, atomic_write_json
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 
@@ -77,18 +78,11 @@ class ImageCache:
         return result
 
     def put(self, prompt: str, seed: int, image: Image.Image) -> None:
-        path = self.path(prompt, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not (self.folder / "identity.json").is_file():
-            _atomic_write(self.folder / "identity.json", json.dumps(self.identity, indent=1).encode())
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                image.save(f, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            atomic_write_json(self.folder / "identity.json", self.identity)
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        atomic_write_bytes(self.path(prompt, seed), png.getvalue(), fsync=False)  # a file lost in a crash: a miss
 
     def pop_metrics(self) -> dict[str, float]:
         looked = self.hits + self.misses
@@ -97,11 +91,3 @@ class ImageCache:
             out["render/disk_cache_hit_rate"] = self.hits / looked
         self.hits = self.misses = 0
         return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
