@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,15 @@ def tiny_reward_stack(tiny_models: dict, runs_dir, **overrides):
     )
     user = load_user(args.user, args.users_dir)
     return (user, *build_reward_stack(args, user, "cpu", PartialState()))
+
+
+@contextlib.contextmanager
+def serving(server):
+    """Runs an `http.server` server (a stub judge endpoint of a test) in a daemon thread for the block."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -36,12 +35,10 @@ def _assert_one_line_error(out: subprocess.CompletedProcess, *fragments: str) ->
 
 @pytest.fixture()
 def judge_server():
-    srv = ChatServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    from tests.conftest import serving
+
+    with serving(ChatServer()) as srv:
+        yield srv
 
 
 def _judge_args(base_url: str, model: str, tmp_path) -> list[str]:

@@ -69,12 +69,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def stub():
-    server = StubJudge()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    from tests.conftest import serving
+
+    with serving(StubJudge()) as server:
+        yield server
 
 
 def test_failure_kinds_and_which_failures_are_permanent():

@@ -184,12 +184,10 @@ def _score_request_problem(body: dict) -> str | None:
 
 @pytest.fixture()
 def server():
-    srv = ChatServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    from tests.conftest import serving
+
+    with serving(ChatServer()) as srv:
+        yield srv
 
 
 @pytest.fixture()
