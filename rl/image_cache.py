@@ -60,6 +60,7 @@ class ImageCache:
         self.folder = Path(root) / self.namespace
         self.hits = 0
         self.misses = 0
+        self._identity_written = False
 
     def path(self, prompt: str, seed: int) -> Path:
         key = hashlib.sha256(f"{seed}|{prompt}".encode()).hexdigest()
@@ -78,8 +79,9 @@ class ImageCache:
         return result
 
     def put(self, prompt: str, seed: int, image: Image.Image) -> None:
-        if not (self.folder / "identity.json").is_file():
+        if not self._identity_written:  # once per cache object, not a stat per image
             atomic_write_json(self.folder / "identity.json", self.identity)
+            self._identity_written = True
         png = io.BytesIO()
         image.save(png, format="PNG")
         atomic_write_bytes(self.path(prompt, seed), png.getvalue(), fsync=False)  # a file lost in a crash: a miss

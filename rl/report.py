@@ -186,15 +186,17 @@ def term_summary(history: list[dict], key: str) -> dict | None:
     points = series(history, key)
     if not points:
         return None
+    from rl.runs import quarter_means
+
     values = [v for _, v in points]
-    k = max(1, len(values) // 4)
+    first_mean, last_mean, k = quarter_means(values)
     return {
         "first": values[0],
         "first_step": points[0][0],
         "last": values[-1],
         "last_step": points[-1][0],
-        "first_mean": sum(values[:k]) / k,
-        "last_mean": sum(values[-k:]) / k,
+        "first_mean": first_mean,
+        "last_mean": last_mean,
         "k": k,
         "logged": len(values),
     }

@@ -175,6 +175,13 @@ def run_config(run: Run) -> dict | None:
     return read_config(run.run_dir / "wandb")
 
 
+def quarter_means(values: list[float]) -> tuple[float, float, int]:
+    """`(first, last, k)`: the means of the first and the last `k` values, `k` a quarter of them (at least 1). The
+    one summary of a logged term that the training's `[done]` lines, `pig export`'s card and `pig report` show."""
+    k = max(1, len(values) // 4)
+    return sum(values[:k]) / k, sum(values[-k:]) / k, k
+
+
 def learning_summary(history: list[dict]) -> dict:
     """Steps, training time and, for each reward term logged, the mean of the first and the last quarter of the
     logged steps (as the training's own `[done]` lines report them)."""
@@ -185,8 +192,8 @@ def learning_summary(history: list[dict]) -> dict:
     for key in ("reward", "rewards/preference/mean", "rewards/fidelity/mean", "reward/ground_truth"):
         values = [h[key] for h in history if isinstance(h.get(key), (int, float))]
         if values:
-            k = max(1, len(values) // 4)
-            summary[key] = {"first": sum(values[:k]) / k, "last": sum(values[-k:]) / k, "steps_averaged": k}
+            first, last, k = quarter_means(values)
+            summary[key] = {"first": first, "last": last, "steps_averaged": k}
     return summary
 
 

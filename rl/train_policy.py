@@ -400,6 +400,9 @@ def _init_wandb(state, training_args, args, model_args, out_dir: Path) -> None:
 
 
 def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None:
+    from rl.runs import quarter_means
+    from rl.step_profile import summary
+
     for key, label in (
         ("reward", "reward"),
         ("rewards/preference/mean", "preference"),
@@ -409,12 +412,9 @@ def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None
         ("rewards/accuracies", "DPO chosen-over-rejected rate"),
     ):
         values = [h[key] for h in history if h.get(key) is not None]
-        k = max(1, len(values) // 4)
         if values:
-            first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+            first, last, k = quarter_means(values)
             print(f"[done] {label}: mean of first {k} logged steps {first:.3f} -> last {k} steps {last:.3f}")
-    from rl.step_profile import summary
-
     profile = summary(history)
     if profile:
         print(f"[done] time: {profile}")
