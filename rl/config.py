@@ -168,8 +168,9 @@ class PigArguments:
         default=0.0,
         metadata={
             "help": "reward += repetition_weight * -(repeats / phrases): a gate on degenerate rewrites that repeat a "
-            "phrase or stutter a word (\"lone framing, lone framing framing\"), zero for a rewrite without repeats. "
-            "Logged as rewards/repetition whatever its weight."
+            'phrase, stack one cue word in several phrases ("busy scene, busy framing") or stutter a word '
+            '("framing framing"); zero for a rewrite without repeats. Logged as rewards/repetition whatever its '
+            "weight."
         },
     )
     fidelity_floor: float = field(

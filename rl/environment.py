@@ -76,27 +76,41 @@ class BatchResult:
     ground_truth: list[float] | None = None  # sandbox users: true preference of each rewrite over the original
 
 
-def repetition(rewrite: str) -> float:
+# Short function words that any phrase may reuse ("in amber tones, in a park"): they never make a repeat.
+_FUNCTION_WORDS = frozenset("the and with for from into onto over under above below near its their this that".split())
+
+
+def _content_words(phrase: str) -> set[str]:
+    return {w for w in phrase.split() if len(w) >= 3 and w.isalpha() and w not in _FUNCTION_WORDS}
+
+
+def repetition(rewrite: str, original: str = "") -> float:
     """`-(repeats / phrases)` of a rewrite: 0 without repeats, towards -1 for a rewrite made of repeats.
 
-    Phrases are the comma-separated parts (compared lower-cased, spaces collapsed); a repeat is a phrase equal to an
-    earlier one, or a word equal to the word just before it.
+    Phrases are the comma-separated parts (compared lower-cased, spaces collapsed). A repeat is a word equal to the
+    word just before it (a stutter), or a phrase that reuses an earlier phrase's content word (3+ letters, not a
+    function word, not a word of the original prompt) or equals an earlier phrase: stacking one cue in several
+    phrases (`"busy scene, busy framing"`) is as degenerate as repeating the phrase.
 
-    Example: `"a tent, lone framing, lone framing framing"` has 3 phrases and 2 repeats (the stuttered "framing",
-    and "lone framing" which the third phrase repeats after the stutter is removed): -0.67.
+    Examples: `"a tent, lone framing, lone framing framing"` has 3 phrases and 2 repeats (the stuttered "framing",
+    and the third phrase reusing "lone"): -0.67. `"a tent, busy scene, busy framing, busy composition"`: -0.5.
+    `"a tent by the sea, the sea at night"` with original `"a tent by the sea"`: 0 ("sea" is the prompt's word).
     """
     phrases = [" ".join(p.lower().split()) for p in rewrite.split(",")]
     phrases = [p for p in phrases if p]
     if not phrases:
         return 0.0
-    repeats, seen = 0, set()
+    own = _content_words(" ".join(original.lower().replace(",", " ").split()))
+    repeats, seen, used = 0, set(), set()
     for phrase in phrases:
         words = phrase.split()
         kept = [w for i, w in enumerate(words) if i == 0 or w != words[i - 1]]
         repeats += len(words) - len(kept)
         phrase = " ".join(kept)
-        repeats += phrase in seen
+        content = _content_words(phrase) - own
+        repeats += phrase in seen or bool(content & used)
         seen.add(phrase)
+        used |= content
     share = min(1.0, repeats / len(phrases))
     return -share if share else 0.0
 
@@ -275,7 +289,7 @@ class PersonalizedEnvironment:
             rewrites,
             preference,
             fidelity,
-            [repetition(r) for r in rewrites],
+            [repetition(r, o) for r, o in zip(rewrites, originals)],
             original_images,
             rewrite_images,
             vs_original,

@@ -89,9 +89,19 @@ def test_split_groups_are_refused(stack):
         ("a tent, lone framing, lone framing framing", -2 / 3),  # the stutter, then the phrase it repeats
         ("a tent, Lone  Framing, lone framing,", -1 / 3),  # case, spacing and a trailing comma do not hide a repeat
         ("the the the sun", -1.0),  # capped at -1
+        ("a tent, busy scene, busy framing, busy composition", -2 / 4),  # one cue stacked in three phrases
+        ("a tent, in amber tones, in a park, with the sea", 0.0),  # function words may recur
+        ("a tent, a tent in the snow", -1 / 2),  # without the original prompt, its words count too
     ],
 )
-def test_repetition_counts_repeated_phrases_and_stuttered_words(rewrite, expected):
+def test_repetition_counts_repeated_phrases_stacked_cues_and_stuttered_words(rewrite, expected):
     from rl.environment import repetition
 
     assert repetition(rewrite) == pytest.approx(expected)
+
+
+def test_repetition_lets_a_rewrite_reuse_the_original_prompts_words():
+    from rl.environment import repetition
+
+    assert repetition("a tent by the sea, the sea at night", "a tent by the sea") == 0.0
+    assert repetition("a tent by the sea, the sea at night, night sky", "a tent by the sea") == pytest.approx(-1 / 3)
