@@ -18,10 +18,12 @@ For every group (one original prompt, `num_generations` rewrites) and every imag
    meaning, negative for one that drops it. Added as a term, its small differences among faithful rewrites were noise
    that group scaling blew up to full-size advantages.
 
-5. repetition of a rewrite = `-(repeats / phrases)` (`repetition`): a phrase that repeats an earlier one, or a word
-   that repeats the word before it, is a repeat; zero for a rewrite without any. Policies trained on the judge alone
-   learned to stack a cue ("lone framing, lone framing framing, lone framing"): the renderer reads each copy, so the
-   reward rose while the prompt stopped being one a person would write. Weighted by `repetition_weight`.
+5. repetition of a rewrite = `-(repeats / phrases)` (`repetition`): a phrase that repeats an earlier one or reuses
+   an earlier phrase's content word (one not in the original prompt), or a word that repeats the word before it, is a
+   repeat; zero for a rewrite without any. Policies trained on the judge alone learned to stack a cue ("lone framing,
+   lone framing framing", "busy scene, busy framing, busy composition"): the renderer reads each copy, so the reward
+   rose while the prompt stopped being one a person would write, and the stacked cue crowded out the user's other
+   axes. Weighted by `repetition_weight` (1 by default).
 
 For sandbox users a ground truth (the user's hidden taste, on pixels) also scores every rewrite's images against the
 original's; it is logged beside the judge's reward (`reward/ground_truth`, `judge/ground_truth_agreement`) to watch

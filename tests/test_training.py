@@ -132,7 +132,7 @@ def test_dpo_route_judges_pairs_then_moves_lora(tiny_models, tmp_path, monkeypat
     i = argv.index("--max_completion_length")  # a GRPO/RLOO key: DPOConfig rejects it like any unknown flag
     argv = argv[:i] + argv[i + 2 :]
     args, training_args, model_args = parse_args([*argv, "--report_to", "none"])
-    assert isinstance(training_args, DPOConfig) and training_args.beta == 0.1  # DPO_DEFAULTS, not GRPO's 0.04
+    assert isinstance(training_args, DPOConfig) and training_args.beta == 0.1  # DPO_DEFAULTS, not GRPO's 0.02
     trainer, user = build_trainer(args, training_args, model_args)
     assert isinstance(trainer, DPOTrainer)
     pairs = read_pairs(f"{training_args.output_dir}/pairs.jsonl")
