@@ -413,6 +413,7 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
             flat = [text for row in t[policy] for text in row]
             fidelity = embedder.similarity(flat, flat_prompts)
             summary[f"fidelity_{policy}"] = sum(fidelity) / len(fidelity)
+            summary[f"repeats_{policy}"] = repeat_share(flat, flat_prompts)
             for cell, text, value in zip(cells, flat, fidelity):
                 cell[policy], cell[f"fidelity_{policy}"] = text, value
         grid = out / f"grid_{name}_{decoding}.png"
@@ -442,6 +443,14 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     results["out"] = str(out)
     return results
+
+
+def repeat_share(rewrites: Sequence[str], originals: Sequence[str]) -> float:
+    """Share of rewrites that repeat a phrase, stack a cue word in several phrases or stutter a word (the training's
+    repetition gate, `rl.environment.repetition`): how far from a prompt a person would write they are."""
+    from rl.environment import repetition
+
+    return sum(repetition(r, o) < 0 for r, o in zip(rewrites, originals)) / max(1, len(rewrites))
 
 
 def _save_grid(path: Path, prompts, texts, seeds, images, first_cells, k: int) -> None:
@@ -495,6 +504,11 @@ def print_report(results: dict) -> None:
         print(
             f"fidelity to the prompt: base {summary['fidelity_base']:.3f}, adapter {summary['fidelity_adapter']:.3f}"
         )
+        if "repeats_base" in summary:  # results written before this figure existed lack it
+            print(
+                f"rewrites with a repeated phrase or a stacked cue: base {summary['repeats_base']:.2f}, "
+                f"adapter {summary['repeats_adapter']:.2f}"
+            )
         for warning in block["warnings"]:
             print(warning)
     print(f"\nwritten: {results['out']}/results.json, grid_*.png")

@@ -342,14 +342,16 @@ def _evaluation_section(run: Run) -> list[str]:
         f"with the user's context. Images per cell: {settings.get('eval_images', '?')}.",
         "",
         "| prompts | decoding | cells | adapter vs base | adapter vs original | base vs original | fidelity base -> "
-        "adapter |",
-        "|---|---|---|---|---|---|---|",
+        "adapter | repeated or stacked cues base -> adapter |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in evaluation_rows(evaluation.results):
         cells = [_preference(row[c]) for c in ("adapter_vs_base", "adapter_vs_original", "base_vs_original")]
         fidelity = f"{_num(row['fidelity_base'])} -> {_num(row['fidelity_adapter'])}"
+        repeats = f"{_num(row['repeats_base'])} -> {_num(row['repeats_adapter'])}"
         lines.append(
-            f"| {row['prompt_set']} | {row['decoding']} | {row['cells']} | {' | '.join(cells)} | {fidelity} |"
+            f"| {row['prompt_set']} | {row['decoding']} | {row['cells']} | {' | '.join(cells)} | {fidelity} | "
+            f"{repeats} |"
         )
     return lines
 

@@ -530,7 +530,9 @@ def _eval_table(results: dict) -> str:
             f"<h3>{html.escape(block['prompt_set'])} prompts &times; {html.escape(block['decoding'])} decoding</h3>"
             f"<p>{block['prompts']} prompts &times; {block['samples']} sample{'s' * (block['samples'] != 1)}; "
             "fidelity to the prompt: base "
-            f"{_num(summary.get('fidelity_base'))}, adapter {_num(summary.get('fidelity_adapter'))}.</p>"
+            f"{_num(summary.get('fidelity_base'))}, adapter {_num(summary.get('fidelity_adapter'))}; rewrites with a "
+            f"repeated or stacked cue: base {_num(summary.get('repeats_base'), 2)}, adapter "
+            f"{_num(summary.get('repeats_adapter'), 2)}.</p>"
             '<table class="numbers"><tr><th>comparison</th><th>judge (95% CI)</th><th>ground truth (95% CI)</th>'
             f"<th>agreement</th></tr>{rows}</table>" + (f"<ul class='warn'>{warnings}</ul>" if warnings else "")
         )

@@ -152,6 +152,8 @@ def evaluation_rows(results: dict) -> list[dict]:
             "cells": (block.get("prompts") or 0) * (block.get("samples") or 0),
             "fidelity_base": summary.get("fidelity_base"),
             "fidelity_adapter": summary.get("fidelity_adapter"),
+            "repeats_base": summary.get("repeats_base"),
+            "repeats_adapter": summary.get("repeats_adapter"),
         }
         for comparison in COMPARISONS:
             views = summary.get(comparison, {})

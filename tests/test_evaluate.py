@@ -73,6 +73,14 @@ def test_precision_warning_only_for_wide_ground_truth():
     assert precision_warning("x", {"judge": {"half_width": 0.3}}) is None  # the judge's width is not flagged
 
 
+def test_repeat_share_counts_the_rewrites_the_repetition_gate_penalises():
+    from rl.evaluate_policy import repeat_share
+
+    rewrites = ["a sun, in amber tones", "a sun, busy scene, busy framing", "a tent by the sea, the sea at night"]
+    assert repeat_share(rewrites, ["a sun", "a sun", "a tent by the sea"]) == pytest.approx(1 / 3)
+    assert repeat_share([], []) == 0.0
+
+
 def test_image_pairs_are_cell_major_with_shared_seeds():
     from rl.evaluate_policy import image_pairs
 
@@ -230,6 +238,7 @@ def test_evaluate_sandbox_user_reports_ground_truth_beside_the_judge(tiny_models
         assert same["ground_truth"]["preference"] == 0.5 and same["ground_truth"]["half_width"] == 0.0
         assert same["judge"]["preference"] == pytest.approx(0.5, abs=1e-9)
         assert same["agreement"] is None  # every true preference is a tie: no pair decides
+        assert block["summary"]["repeats_adapter"] == block["summary"]["repeats_base"]  # the same rewrites
         for name in ("adapter_vs_original", "base_vs_original"):
             assert 0 <= block["summary"][name]["ground_truth"]["preference"] <= 1
             assert block["summary"][name]["judge"]["cells"] == len(block["cells"])
