@@ -162,12 +162,13 @@ CURVES = (
     ("reward/ground_truth", "ground truth: true preference over the original"),
     ("reward/win_rate_vs_original", "judge: win rate vs the original"),
     ("rewards/fidelity/mean", "fidelity gate (0 = faithful)"),
+    ("rewards/repetition/mean", "repetition gate (0 = no repeats)"),
 )
 
 
 def learning_curve(history: list[dict], path: str | Path, title: str = "", window: int = 5) -> Path | None:
-    """Plot the judge's reward, the ground truth (sandbox users) and fidelity against the step (a moving average of
-    `window` logged steps over the raw points); `None` when the history holds none of them."""
+    """Plot the judge's reward, the ground truth (sandbox users), the fidelity and repetition gates against the
+    step (a moving average of `window` logged steps over the raw points); `None` when the history holds none."""
     import matplotlib
 
     matplotlib.use("Agg")
