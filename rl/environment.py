@@ -102,7 +102,7 @@ def repetition(rewrite: str, original: str = "") -> float:
     phrases = [p for p in phrases if p]
     if not phrases:
         return 0.0
-    own = _content_words(" ".join(original.lower().replace(",", " ").split()))
+    own = _content_words(original.lower().replace(",", " "))
     repeats, seen, used = 0, set(), set()
     for phrase in phrases:
         words = phrase.split()
