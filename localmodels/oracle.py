@@ -145,7 +145,11 @@ def read_context(rationales: list[str]) -> dict[str, str]:
     """Which pole of which axis a context asks for (what a judge should take from it).
 
     In each sentence, the pole whose cue word comes first wins the axis ("bright images rather than dark ones" is a
-    vote for bright); the majority over sentences decides, and a tied axis is left out.
+    vote for bright). A pole is the user's when it leads the other by `min_lead` votes or more: by one in a context
+    of one or two rationales, by two from three rationales on. A lead of one among several rationales (a 4-3 split,
+    a lone mention) is what chance differences between a user's references produce: the shipped demo user's eight
+    references split 4-3 on light, which demo does not care about, and a judge that took that as a taste rewarded
+    light as much as the palette the user asked for in five of eight choices.
     """
     votes: dict[tuple[str, str], int] = {}
     for text in rationales:
@@ -155,10 +159,11 @@ def read_context(rationales: list[str]) -> dict[str, str]:
                 if hits:
                     key = (axis, min(hits)[1])
                     votes[key] = votes.get(key, 0) + 1
+    min_lead = 1 if len(rationales) <= 2 else 2
     prefs = {}
     for axis, (p, q) in world.AXES.items():
         vp, vq = votes.get((axis, p), 0), votes.get((axis, q), 0)
-        if vp != vq:
+        if abs(vp - vq) >= min_lead:
             prefs[axis] = p if vp > vq else q
     return prefs
 

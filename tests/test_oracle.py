@@ -81,3 +81,34 @@ def test_toy_dataset_is_a_valid_bench_dataset_whose_labels_follow_the_hidden_tas
             for k in ("image_1", "image_2")
         ]
         assert pair["label"] == (1 if utilities[0] > utilities[1] else 2)
+
+
+def test_read_context_needs_a_lead_of_two_from_three_rationales():
+    warm = "This user favours a warm palette of orange and red over cool blues."
+    cool = "This user favours a cool palette of blue and purple over warm oranges."
+    bright = "The user likes bright, well lit images rather than dark ones."
+    dark = "The user favours dark, moody lighting over bright scenes."
+    assert oracle.read_context([warm, cool]) == {}  # a tie is no taste
+    assert oracle.read_context([warm, bright]) == {"palette": "warm", "light": "bright"}  # two choices: a lead of one
+    # from three rationales on, a lead of one is what chance differences between references produce
+    assert oracle.read_context([warm, warm, bright, bright, dark]) == {"palette": "warm"}
+    assert oracle.read_context([warm, warm, cool, bright, bright, bright, dark]) == {"light": "bright"}
+
+
+def test_shipped_users_references_read_back_as_their_hidden_taste():
+    """The teacher's reading of each shipped sandbox user's own references names exactly the axes of their taste."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1] / "users"
+    rng = np.random.default_rng(0)
+    for user_id in ("demo", "nightowl", "crowd"):
+        data = json.loads((root / user_id / "user.json").read_text())
+
+        def load(name: str) -> Image.Image:
+            return Image.open(root / user_id / name).convert("RGB").resize((32, 32))
+
+        rationales = [oracle.teacher_rationale(load(r["chosen"]), load(r["rejected"]), rng) for r in data["references"]]
+        assert oracle.read_context(rationales) == data["sandbox"]["prefs"], user_id
