@@ -98,9 +98,9 @@ def test_heldout_prompts_are_never_trained_on_and_carry_no_style():
         assert prompt.lower() not in trained
         assert not _words(prompt) & style, prompt
         assert world.parse_caption(prompt)["subject"] in world.SUBJECTS, prompt
-    # every subject is asked for equally often (8 wordings each), and by its own word only
+    # every subject is asked for equally often (12 wordings each), and by its own word only
     subjects = [world.parse_caption(p)["subject"] for p in ground_truth.HELDOUT_PROMPTS]
-    assert {s: subjects.count(s) for s in world.SUBJECTS} == {s: 8 for s in world.SUBJECTS}
+    assert {s: subjects.count(s) for s in world.SUBJECTS} == {s: 12 for s in world.SUBJECTS}
     nouns = set(world.SUBJECTS) | {s + "s" for s in world.SUBJECTS}
     for prompt in ground_truth.HELDOUT_PROMPTS:
         assert len([w for w in re.findall(r"[a-z]+", prompt.lower()) if w in nouns]) == 1, prompt
