@@ -1,0 +1,91 @@
+"""How the judge reads a user context: its preference on pairs that differ on one axis only, under contexts whose
+votes for that axis's poles are set by hand, and under a user's own context with parts of it changed.
+
+    python benchmarks/judge_context_reading.py                                   # palette, synthetic contexts
+    python benchmarks/judge_context_reading.py --axis light --counts 3-1,2-1
+    python benchmarks/judge_context_reading.py --user frost --users_dir runs/users   # also frost's own context
+
+Each row is the judge's mean preference (both orders) for the image of the first pole over the same scene drawn with
+the second (`--pairs` subjects and seeds). The teacher the judge was distilled from (`oracle.read_context`) takes a
+pole as the user's when it leads by two votes among three or more rationales; its reading is printed beside the
+judge's, so a row where they part is a misreading. A user's own context comes from `pig context` (built once, cached
+under runs/<user>/context).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=".models/tiny-pigreward")
+    parser.add_argument("--axis", default="palette", choices=["palette", "light", "layout"])
+    parser.add_argument("--counts", default="4-0,3-0,2-0,3-1,4-2,5-3,2-1", help="Votes first pole - second pole.")
+    parser.add_argument("--filler", type=int, default=4, help="Rationales about another axis added to each context.")
+    parser.add_argument("--pairs", type=int, default=24)
+    parser.add_argument("--user", default=None, help="Also probe this user's own context (a sandbox or real user).")
+    parser.add_argument("--users_dir", default="users")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from localmodels import oracle, world
+    from reward.backends import GenerationSettings, TransformersVLM
+    from reward.pigreward import JudgeSettings, PIGReward
+
+    vlm = TransformersVLM(args.model, device="cpu", dtype="float32", batch_size=16)
+    settings = JudgeSettings(generation=GenerationSettings(max_new_tokens=160, stop_after_verdict=True))
+    pig = PIGReward(vlm, vlm, settings=settings)
+    first, second = world.AXES[args.axis]
+    other = next(a for a in world.AXES if a != args.axis)
+    free = [a for a in world.AXES if a != args.axis]
+
+    def preference(context: list[str]) -> float:
+        rng = np.random.default_rng(0)
+        prompts, images_a, images_b = [], [], []
+        for i in range(args.pairs):
+            subject = list(world.SUBJECTS)[i % len(world.SUBJECTS)]
+            rest = {a: world.AXES[a][int(rng.integers(2))] for a in free}
+            seed = int(rng.integers(1000))
+            scenes = [world.Scene(subject, seed=seed, **{**rest, args.axis: pole}) for pole in (first, second)]
+            a, b = (world.draw_scene(s, 32) for s in scenes)
+            prompts.append(f"a {subject}")
+            images_a.append(a)
+            images_b.append(b)
+        verdicts = pig.compare(prompts, images_a, images_b, list(context))
+        values = [0.5 if v.preference is None else v.preference for v in verdicts]
+        return sum(values) / len(values)
+
+    def row(label: str, context: list[str]) -> None:
+        teacher = oracle.read_context(context).get(args.axis, "-")
+        print(f"{label:58} teacher reads {teacher:7} judge prefers {first} {preference(context):.2f}", flush=True)
+
+    rng = np.random.default_rng(1)
+    pick = lambda pole_axis, pole: oracle._RATIONALES[(pole_axis, pole)][int(rng.integers(2))]  # noqa: E731
+    print(f"{args.pairs} pairs that differ only in {args.axis} ({first} vs {second}); model {args.model}")
+    for count in args.counts.split(","):
+        n_first, n_second = (int(x) for x in count.split("-"))
+        context = [pick(args.axis, first) for _ in range(n_first)] + [pick(args.axis, second) for _ in range(n_second)]
+        context += [pick(other, world.AXES[other][0]) for _ in range(args.filler)]
+        rng.shuffle(context)
+        row(f"{n_first} {first} / {n_second} {second} (+{args.filler} {other})", context)
+
+    if args.user:
+        from reward.users import load_user
+
+        user = load_user(args.user, args.users_dir)
+        rationales = [r.text for r in pig.build_context(user).rationales]  # cached under runs/<user>/context
+        sentences = [re.split(r"(?<=[.!?])\s+", r) for r in rationales]
+        row(f"{user.user_id}'s own context", rationales)
+        row("  first sentence of each rationale only", [s[0] for s in sentences])
+        row("  first half of the rationales", rationales[: len(rationales) // 2])
+        row("  second half of the rationales", rationales[len(rationales) // 2 :])
+
+
+if __name__ == "__main__":
+    main()
