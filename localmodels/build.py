@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"[models] {args.beside} failed (exit {process.returncode}); the end of {log}:\n{tail}")
         figures = json.loads((root / args.beside / MARKER).read_text()).get("figures", {})
         print(f"[models] {args.beside}: built beside the others ({root / args.beside})", flush=True)
-        print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, str) or len(v) < 200}, indent=2))
+        _print_figures(figures)
 
 
 def _build_one(name: str, folder: Path, build) -> None:
@@ -200,6 +200,11 @@ def _build_one(name: str, folder: Path, build) -> None:
     figures = {**(figures or {}), "build_seconds": round(time.time() - started, 1)}
     _mark(folder, RECIPES[name], figures)
     print(f"[models] {name}: built in {figures['build_seconds']:.0f} s ({folder})", flush=True)
+    _print_figures(figures)
+
+
+def _print_figures(figures: dict) -> None:
+    """A build's figures as JSON, without its long texts (example outputs)."""
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, str) or len(v) < 200}, indent=2))
 
 
