@@ -97,18 +97,16 @@ def test_read_context_needs_a_lead_of_two_from_three_rationales():
 
 def test_shipped_users_references_read_back_as_their_hidden_taste():
     """The teacher's reading of each shipped sandbox user's own references names exactly the axes of their taste."""
-    import json
     from pathlib import Path
 
-    from PIL import Image
+    from reward.users import load_user
 
-    root = Path(__file__).resolve().parents[1] / "users"
+    users_dir = Path(__file__).resolve().parents[1] / "users"
     rng = np.random.default_rng(0)
     for user_id in ("demo", "nightowl", "crowd"):
-        data = json.loads((root / user_id / "user.json").read_text())
-
-        def load(name: str) -> Image.Image:
-            return Image.open(root / user_id / name).convert("RGB").resize((32, 32))
-
-        rationales = [oracle.teacher_rationale(load(r["chosen"]), load(r["rejected"]), rng) for r in data["references"]]
-        assert oracle.read_context(rationales) == data["sandbox"]["prefs"], user_id
+        user = load_user(user_id, users_dir)
+        rationales = [
+            oracle.teacher_rationale(r.chosen.resize((32, 32)), r.rejected.resize((32, 32)), rng)
+            for r in user.references
+        ]
+        assert oracle.read_context(rationales) == user.sandbox["prefs"], user_id
