@@ -42,8 +42,8 @@ def main() -> None:
     settings = JudgeSettings(generation=GenerationSettings(max_new_tokens=160, stop_after_verdict=True))
     pig = PIGReward(vlm, vlm, settings=settings)
     first, second = world.AXES[args.axis]
-    other = next(a for a in world.AXES if a != args.axis)
-    free = [a for a in world.AXES if a != args.axis]
+    free = [a for a in world.AXES if a != args.axis]  # the axes a pair's two images share
+    other = free[0]  # the axis the filler rationales are about
 
     def preference(context: list[str]) -> float:
         rng = np.random.default_rng(0)
