@@ -4,9 +4,9 @@
 
 The judge's distillation (`tiny-pigreward`, the longest build, needing no other model) runs in a second process on
 one torch thread while the others build one after another in this one, also on one thread each (`--beside`): on the
-2-core CPU the whole build then takes about as long as the judge alone (2026-12-01: judge 1418 s beside rewriter 610 s,
-renderer 550 s and CLIP 94 s), where one process after another took about an hour. Its output goes to
-`.models/tiny-pigreward.build.log`.
+2-core CPU the whole build then takes about as long as the judge alone (2026-12-01: judge recipe v3 1418 s beside
+rewriter 610 s, renderer 550 s and CLIP 94 s; recipe v4, with four times the examples, 1613 s beside a second judge
+build), where one process after another took about an hour. Its output goes to `.models/tiny-pigreward.build.log`.
 
 | folder under .models/ | what | how |
 |---|---|---|
@@ -36,7 +36,7 @@ RECIPES = {
     "smollm2-rewriter": "generic-rewriter-sft-v1",
     "all-MiniLM-L6-v2": "wheel-link-v1",
     "tiny-sd": "toy-world-renderer-v3-edge-vae-refined",
-    "tiny-pigreward": "toy-world-distilled-v3-lead-of-two",
+    "tiny-pigreward": "toy-world-distilled-v4-24k-examples",
     "tiny-random": "random-v1",
     "tiny-clip": "toy-world-clip-v1",
 }

@@ -294,15 +294,23 @@ def train(
     out: str | Path,
     steps: int = 1500,
     batch_size: int = 32,
-    n_examples: int = 6000,
+    n_examples: int = 24000,
     lr: float = 2e-3,
     seed: int = 0,
     extra_images: list[Image.Image] | None = None,
     progress: bool = True,
     vision_steps: int = 1500,
     vision_scenes: int = 16000,
+    layers: int = 4,
 ) -> dict:
-    """Build the tokenizer and the model, distil the teacher, evaluate, and save to `out` (atomically)."""
+    """Build the tokenizer and the model, distil the teacher, evaluate, and save to `out` (atomically).
+
+    `n_examples` is 24000, four times the 6000 of recipe v3, at the same 1500 steps of 32 (two passes over the data,
+    not eight): with 6000 the judge read frost's context (cool 3 votes to 1) as no palette taste (0.39 warm where the
+    teacher says 0.00), and a third of its answers had totals or a verdict line that disagreed with its own scores;
+    with 24000 it reads every shipped user's and frost's taste (`benchmarks/judge_context_reading.py`) and 96% of
+    its answers are self-consistent. A six-layer model on the same data did worse (cot agreement 0.81 vs 0.88).
+    """
     from tqdm.auto import tqdm
 
     from reward.backends import load_vlm_processor
@@ -313,7 +321,7 @@ def train(
     corpus = [t for e in examples for t in _texts_of(e)]
     tokenizer = train_tokenizer(corpus)
     image_processor = build_image_processor()
-    model = build_model(tokenizer, seed=seed)
+    model = build_model(tokenizer, layers=layers, seed=seed)
     # Fresh scenes on top of the examples' images: the clutter axis overfits a small pool (probe R^2 0.72 -> see
     # `pretrain_vision`).
     scene_rng = np.random.default_rng(seed + 77)
@@ -447,7 +455,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--examples", type=int, default=6000)
+    parser.add_argument("--examples", type=int, default=24000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vision_steps", type=int, default=1500)
     a = parser.parse_args()
