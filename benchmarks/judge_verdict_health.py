@@ -23,7 +23,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=".models/tiny-pigreward")
     parser.add_argument("--device", default="cpu")
@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--users_dirs", nargs="+", default=["users"], help="One for all users, or one per user.")
     parser.add_argument("--pairs", type=int, default=32, help="Pairs per user (each judged in both orders).")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--runs_dir", default="runs", help="Where user contexts are cached.")
+    args = parser.parse_args(argv)
     if len(args.users_dirs) not in (1, len(args.users)):
         parser.error(f"--users_dirs takes one folder or one per user ({len(args.users)}), got {len(args.users_dirs)}.")
     dirs = args.users_dirs * len(args.users) if len(args.users_dirs) == 1 else args.users_dirs
@@ -47,7 +48,7 @@ def main() -> None:
 
     vlm = TransformersVLM(args.model, device=args.device, dtype=args.dtype, batch_size=16)
     settings = JudgeSettings(generation=GenerationSettings(max_new_tokens=160, stop_after_verdict=True))
-    pig = PIGReward(vlm, vlm, settings=settings)
+    pig = PIGReward(vlm, vlm, settings=settings, cache_dir=args.runs_dir)
     rng = np.random.default_rng(args.seed)
     per_user: dict[str, collections.Counter] = {}
     by_gap: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
