@@ -458,9 +458,16 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=24000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vision_steps", type=int, default=1500)
+    parser.add_argument("--layers", type=int, default=4, help="Language-model layers (recipe v4: 4; 6 did worse).")
     a = parser.parse_args()
     figures = train(
-        a.out, steps=a.steps, batch_size=a.batch_size, n_examples=a.examples, seed=a.seed, vision_steps=a.vision_steps
+        a.out,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        n_examples=a.examples,
+        seed=a.seed,
+        vision_steps=a.vision_steps,
+        layers=a.layers,
     )
     print(json.dumps(figures, indent=2))
 
