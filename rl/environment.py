@@ -47,6 +47,7 @@ from pathlib import Path
 from policies.rewriter import completion_text, extract_rewrite
 from reward.context import UserContext
 from reward.pigreward import Comparison, PIGReward
+from reward.reduction import win_rates
 from reward.similarity import TextEmbedder
 from rl.config import COMPARE_TO
 from rl.ground_truth import agreement
@@ -250,22 +251,14 @@ class PersonalizedEnvironment:
         comparisons = self._judge(judged_prompts, images_a, images_b, step)
         judge_seconds = time.perf_counter() - judged
 
-        # 3. Reduce: win rates per rewrite; an undecided comparison is a tie (0.5), counted.
+        # 3. Reduce: win rates per rewrite; an undecided comparison is a tie (0.5), counted (`reward.reduction`).
+        win_original, win_group, undecided = win_rates(
+            [(i, j) for i, j, _ in pairs], [c.preference for c in comparisons], len(rewrites)
+        )
         vs_original: list[list[Comparison]] = [[] for _ in rewrites]
-        won_original: list[list[float]] = [[] for _ in rewrites]
-        vs_group: list[list[float]] = [[] for _ in rewrites]
-        undecided = 0
         for (i, j, _), comparison in zip(pairs, comparisons):
-            p = comparison.preference
-            undecided += p is None
-            p = 0.5 if p is None else p
             if j is None:
                 vs_original[i].append(comparison)
-                won_original[i].append(p)
-            else:
-                vs_group[i].append(p)
-                vs_group[j].append(1.0 - p)
-        win_original, win_group = ([sum(v) / len(v) if v else 0.5 for v in wins] for wins in (won_original, vs_group))
         preference = {
             "original": win_original,
             "group": win_group,
