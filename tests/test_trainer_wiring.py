@@ -1,0 +1,71 @@
+"""What `rl/train_policy.py` hands TRL (issue 23): the reward weights paired with the right reward functions, and a
+run started with `--init_adapter` starting from that adapter's weights. On the tiny real models; no training step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_training import _tiny_argv
+
+WEIGHTS = ["--fidelity_weight", "2", "--repetition_weight", "3"]  # distinct: a swapped pair shows
+
+
+def test_reward_weights_are_listed_in_the_order_of_the_reward_functions(tmp_path):
+    from rl.train_policy import parse_args
+
+    argv = ["--user", "demo", "--runs_dir", str(tmp_path), *WEIGHTS]
+    _, training_args, _ = parse_args(argv, check_models=False)
+    # [preference, fidelity, repetition]: the order of `reward_funcs` in `build_trainer`
+    assert training_args.reward_weights == [1.0, 2.0, 3.0]
+
+
+@pytest.fixture(scope="module")
+def started(tiny_models, tmp_path_factory):
+    """A trainer built with `--init_adapter` (a LoRA with random, non-zero weights) and distinct reward weights;
+    returns (trainer, the adapter's saved tensors)."""
+    import os
+
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from rl.train_policy import build_trainer, parse_args
+
+    tmp = tmp_path_factory.mktemp("init_adapter")
+    adapter = tmp / "adapter"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_models["policy"]), lora).save_pretrained(adapter)
+    saved = load_file(adapter / "adapter_model.safetensors")
+    old = os.environ.get("WANDB_MODE")
+    os.environ["WANDB_MODE"] = "disabled"
+    try:
+        argv = _tiny_argv(tiny_models, tmp, "--max_steps", "1", "--report_to", "none", *WEIGHTS)
+        args, training_args, model_args = parse_args([*argv, "--init_adapter", str(adapter)])
+        trainer, _ = build_trainer(args, training_args, model_args)
+    finally:
+        if old is None:
+            os.environ.pop("WANDB_MODE")
+        else:
+            os.environ["WANDB_MODE"] = old
+    return trainer, saved
+
+
+def test_each_reward_function_gets_its_own_weight(started):
+    trainer, _ = started
+    weights = dict(zip(trainer.reward_func_names, trainer.reward_weights.tolist(), strict=True))
+    assert weights == {"preference": 1.0, "fidelity": 2.0, "repetition": 3.0}
+
+
+def test_init_adapter_starts_from_the_adapters_weights(started):
+    trainer, saved = started
+    params = dict(trainer.model.named_parameters())
+    # PEFT saves `...q_proj.lora_A.weight`; the loaded model names it `...q_proj.lora_A.default.weight`
+    loaded = {key: params[key.replace(".weight", ".default.weight")] for key in saved}
+    assert len(saved) == 2 * 2 * 2  # 2 layers x (q_proj, v_proj) x (A, B)
+    assert all(float(t.abs().max()) > 0 for t in saved.values()), "the adapter should not be a fresh (zero B) LoRA"
+    for key, tensor in saved.items():
+        assert torch.equal(loaded[key].detach().cpu(), tensor), f"{key}: not the adapter's weight"
+        assert loaded[key].requires_grad, f"{key} was loaded frozen: the run would not train it"
