@@ -1,6 +1,6 @@
 """A tiny `CLIPModel` built from a config, saved so that it loads by path like `openai/clip-vit-*`.
 
-No CLIP weights can be downloaded on our machines (docs/STACK.md), so the image-similarity baseline of the evaluation
+No CLIP weights can be downloaded on our machines (docs/SETUP.md), so the image-similarity baseline of the evaluation
 harness (`reward.eval.baselines`) runs on CPU against a model built here: random weights for tests
 (`build_tiny_clip`), or trained contrastively on toy-world scenes and their captions (`train_tiny_clip`, what
 `make setup` builds as `.models/tiny-clip`). The saved folder carries a `LOCALMODEL.json` note

@@ -1,6 +1,6 @@
 """A tiny Stable-Diffusion-family text-to-image pipeline, built from configs and trained here on the toy world.
 
-No diffusion weights can be downloaded on our machines (see docs/STACK.md), so the renderer used on CPU is a real
+No diffusion weights can be downloaded on our machines (see docs/SETUP.md), so the renderer used on CPU is a real
 `diffusers.StableDiffusionPipeline` (AutoencoderKL + UNet2DConditionModel + CLIPTextModel + CLIP tokenizer + DDIM)
 whose components are small, built from configs, and trained from scratch on `(caption(scene), draw_scene(scene))`
 pairs from `localmodels.world`, so that style words in a prompt visibly change the image. It is saved with
@@ -273,7 +273,7 @@ def build_tiny_pipeline(
             block_out_channels=unet_channels,
             layers_per_block=1,
             cross_attention_dim=text_width,
-            # Legacy name: the number of attention *heads* per level (docs/STACK.md); heads of 32 channels.
+            # Legacy name: the number of attention *heads* per level (docs/SETUP.md); heads of 32 channels.
             attention_head_dim=tuple(max(1, c // 32) for c in unet_channels),
             norm_num_groups=16,
             # A pooled text embedding added to the timestep embedding conditions every ResNet block, not only the

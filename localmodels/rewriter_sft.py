@@ -1,7 +1,7 @@
 """The warm-start policy: SmolLM2-135M-Instruct fine-tuned (SFT) into a *generic* prompt rewriter.
 
 Every prompt-rewriting system that learned from a reward started from a supervised rewriter (Promptist, RePrompt,
-PRIP: see docs LEARNING.md); RL from a few-shot chat model did not learn here (issue 8: its greedy rewrites were
+PRIP: see docs/TRAINING.md); RL from a few-shot chat model did not learn here (issue 8: its greedy rewrites were
 poetic prose the renderer cannot read, its samples at temperature 1 word salad). This build teaches the policy the
 *form* of a good rewrite (the user's subject, then a few comma-separated style phrases and boilerplate, as in the
 prompts people write for Stable Diffusion) with styles drawn uniformly at random: the rewriter knows how to ask

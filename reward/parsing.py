@@ -1,6 +1,6 @@
 """Parse a PIGReward judge's chain-of-thought answer into a [`Verdict`].
 
-The released judge (`jeongeunnn/pigreward`) was trained to answer in this shape (paper Sec. 3, shared/docs/PAPER.md):
+The released judge (`jeongeunnn/pigreward`) was trained to answer in this shape (paper Sec. 3, docs/JUDGE.md):
 
 ```
 <Dimension>: <reason> (Score 1: a, Score 2: b)      one line per dimension, 3-5 dimensions

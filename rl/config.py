@@ -247,20 +247,20 @@ CPU_DEFAULTS = dict(
     use_cpu=True,
     gradient_checkpointing=False,
     # LoRA wants 10-100x TRL's full-fine-tuning default (1e-6); at 1e-4 the policy had not moved after 24 steps even
-    # with a perfect judge, at 5e-4 it learned its user in 40 (docs LEARNING.md; README "What the default run does").
+    # with a perfect judge, at 5e-4 it learned its user in 40 (docs/TRAINING.md, "Why these defaults").
     learning_rate=5e-4,
     num_generations=4,
     per_device_train_batch_size=8,
     gradient_accumulation_steps=1,
     # 24 tokens (~16 words): the warm start writes ~13; at 40 the policy learned to stuff style words until the cap,
-    # which cost a third more time per generation and fell past the renderer's 32-token window (README, issue 8).
+    # which cost a third more time per generation and fell past the renderer's 32-token window (docs/RESULTS.md).
     max_completion_length=24,
-    # The 135M warm start writes clean prompts at 0.7 and drifts into word salad at 1.0 (samples in README); the
+    # The 135M warm start writes clean prompts at 0.7 and drifts into word salad at 1.0 (docs/RESULTS.md); the
     # adapter records it, and `pig evaluate` samples at the adapter's training temperature.
     temperature=0.7,
     beta=0.02,  # KL to the warm start: without it (0.0) 3 of 4 runs stacked repeated cues; 0.04 held nightowl back
     # Group-wise std scaling turns the tiny reward differences of a group that ties into full-size advantages
-    # ("illusory advantage", docs LEARNING.md); batch-wise scaling keeps a tied group's advantages small.
+    # ("illusory advantage", docs/TRAINING.md); batch-wise scaling keeps a tied group's advantages small.
     scale_rewards="batch",
     # Each judged batch is used for two optimizer steps (PPO-style ratio clipping then matters, as in Promptist's 4
     # epochs per batch): 80 steps = 40 judged batches, about the judge cost of 40 single-pass steps.

@@ -9,7 +9,7 @@ For every group (one original prompt, `num_generations` rewrites) and every imag
    the policy, so it keeps separating rewrites once they all beat the original);
 3. preference of a rewrite = mean over its comparisons of the combined two-order preference (tie = 0.5). A
    comparison the judge could not decide in either order counts as a tie (0.5): it carries no information, and
-   returning `None` would make TRL score it like a lost comparison (`nansum`, docs LEARNING.md). Undecided
+   returning `None` would make TRL score it like a lost comparison (`nansum`, docs/TRAINING.md). Undecided
    comparisons are counted (`reward/undecided_fraction`), never hidden; so is a judge call that failed, by cause
    (`judge/failures/<kind>`), and a batch whose undecided share passes `max_undecided_fraction` raises an alarm. A
    judge that keeps failing stops the run (`rl.judge_faults`);

@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPORT_NAME = "report.html"
 NAMESPACES = ("reward/", "judge/", "render/", "policy/", "time/")
-"""The project's metric namespaces (STYLE.md); `ungrouped` lists logged metrics outside them."""
+"""The project's metric namespaces (docs/SERVING.md); `ungrouped` lists logged metrics outside them."""
 NOT_METRICS = {"step", "epoch", "total_flos", "train/global_step", "train/epoch", "train/total_flos"}
 NOT_METRICS |= {"_step", "_runtime", "_timestamp"}
 """Counters and W&B bookkeeping: logged beside every metric, never plotted."""
