@@ -4,7 +4,7 @@ No CLIP weights can be downloaded on our machines (docs/SETUP.md), so the image-
 harness (`reward.eval.baselines`) runs on CPU against a model built here: random weights for tests
 (`build_tiny_clip`), or trained contrastively on toy-world scenes and their captions (`train_tiny_clip`, what
 `make setup` builds as `.models/tiny-clip`). The saved folder carries a `LOCALMODEL.json` note
-(`reward.hub.local_model_note`) that `reward.eval.bench` copies into its results, so a report always says which it
+(`common.hub.local_model_note`) that `reward.eval.bench` copies into its results, so a report always says which it
 used. Where real weights exist, pass e.g. `--clip_model openai/clip-vit-base-patch32`; the code path is the same.
 
     python -m localmodels.clip --out .models/tiny-clip --train_steps 600
@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from reward.hub import LOCAL_MODEL_NOTE
+from common.hub import LOCAL_MODEL_NOTE
 
 
 def build_tiny_clip(

@@ -303,8 +303,8 @@ def write_toy_dataset(
     Tastes are sampled like the judge's training users but with other seeds, so no reference or test image was seen in
     training. The hidden taste is recorded in each user's `description` (the methods never read it).
     """
+    from common.files import atomic_write_json
     from reward.eval.dataset import MANIFEST, ImportLog
-    from reward.files import atomic_write_json
 
     out = Path(out)
     rng = np.random.default_rng(seed)

@@ -15,21 +15,18 @@ Training is two phases, as for latent diffusion (https://arxiv.org/abs/2112.1075
 
 This module builds the pipeline (tokenizer, components, `build_tiny_pipeline`); `localmodels.renderer_train` trains
 it (`train_renderer`, the recipe `make setup` runs) and `localmodels.renderer_eval` measures it (`evaluate_renderer`).
-
-Command line: `python -m localmodels.renderer --out DIR [--minutes M]` trains, evaluates, prints the figures and
-writes an image grid (prompts x seeds) into DIR.
+Both import this module and it imports neither: the command line that trains then evaluates is
+`python -m localmodels.renderer_train --out DIR [--minutes M]`.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import importlib.util
-import json
 import os
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -313,69 +310,3 @@ def build_tiny_pipeline(
 def count_parameters(pipe: StableDiffusionPipeline) -> dict[str, int]:
     """Parameters per trainable component of a pipeline: `{"vae": ..., "unet": ..., "text_encoder": ...}`."""
     return {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("vae", "unet", "text_encoder")}
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Command line: train, evaluate, print the figures as JSON, and save an image grid into `--out`."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="Folder for the trained pipeline (save_pretrained layout).")
-    parser.add_argument("--minutes", type=float, default=None, help="Optional wall-clock cap, in minutes.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of initialisation, data and noise.")
-    # Training defaults are `train_renderer`'s (one source): a flag left out is not passed on.
-    parser.add_argument("--vae-steps", type=int, help="Autoencoder steps (batch 16; default 2500).")
-    parser.add_argument("--unet-steps", type=int, help="UNet + text-encoder steps (batch 32; default 4000).")
-    parser.add_argument("--refine-steps", type=int, help="Steps refining on prompts of real length (default 1500).")
-    parser.add_argument("--unet-lr", type=float, help="Peak learning rate of the UNet (default 1e-3).")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads for training and evaluation (1: fastest on 2 shared cores).",
-    )
-    parser.add_argument("--max-length", type=int, help="Text window in tokens (default 32).")
-    parser.add_argument("--short-fraction", type=float, help="Share of UNet steps on short captions (default 0.5).")
-    parser.add_argument("--eval-prompts", type=int, default=32, help="Evaluation prompts (images) per pole.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing --out folder.")
-    args = parser.parse_args(argv)
-
-    # OpenMP threads that spin while waiting are ruinous on a shared machine: with 2 threads on 2 cores that another
-    # process also uses, a UNet step took 7 s instead of 0.5 s (measured here). Only effective before torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from diffusers import StableDiffusionPipeline
-
-    from localmodels.renderer_eval import drawn_scene_reference, evaluate_renderer, save_image_grid
-    from localmodels.renderer_train import torch_threads, train_renderer
-
-    optional = {
-        "vae_steps": args.vae_steps,
-        "unet_steps": args.unet_steps,
-        "refine_steps": args.refine_steps,
-        "unet_learning_rate": args.unet_lr,
-        "model_max_length": args.max_length,
-        "short_fraction": args.short_fraction,
-    }
-    training = train_renderer(
-        args.out,
-        seed=args.seed,
-        max_minutes=args.minutes,
-        num_threads=args.threads,
-        overwrite=args.overwrite,
-        **{k: v for k, v in optional.items() if v is not None},
-    )
-    pipe = StableDiffusionPipeline.from_pretrained(args.out)  # evaluate what was saved, not what is in memory
-    with torch_threads(args.threads):
-        evaluation = evaluate_renderer(pipe, n_prompts=args.eval_prompts, seed=args.seed)
-        grid = save_image_grid(pipe, Path(args.out) / "grid.png")
-    figures = {
-        "training": training,
-        "evaluation": evaluation,
-        "drawn_scenes": drawn_scene_reference(),
-        "grid": str(grid),
-    }
-    (Path(args.out) / "evaluation.json").write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
-    return figures
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reward.errors import AdapterError
+from common.errors import AdapterError
 
 SYSTEM_PROMPT = (
     "Rewrite the image prompt for an image generator: keep its subject, add a few style words. "
@@ -284,7 +284,7 @@ class PromptRewriter:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from reward.hub import load_kwargs
+        from common.hub import load_kwargs
 
         self.info = AdapterInfo.load(adapter) if adapter else None
         base = base_model or (self.info.base_model if self.info else None)

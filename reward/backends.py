@@ -5,7 +5,7 @@
 - `choice_probabilities(conversations, answer_prefix, candidates) -> list[tuple[float, float]]`: probabilities of the
   two candidate continuations after a fixed answer prefix (score mode), normalised over the two;
 - `model_id`: a string that identifies the weights (part of cache keys): for local models the name plus
-  `reward.hub.weights_fingerprint`, so a model rebuilt at the same path does not reuse what the old one wrote.
+  `common.hub.weights_fingerprint`, so a model rebuilt at the same path does not reuse what the old one wrote.
 
 `BACKENDS` maps the names used in configs to the classes. Heavy imports happen inside the constructors.
 """
@@ -68,7 +68,7 @@ def load_vlm_processor(name: str):
     """
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
-    from reward.hub import load_kwargs
+    from common.hub import load_kwargs
 
     try:
         return AutoProcessor.from_pretrained(name, **load_kwargs(weights=False))
@@ -108,7 +108,7 @@ class TransformersVLM:
     Args:
         model: hub id (e.g. `"jeongeunnn/pigreward"`) or a local folder.
         device: `"auto"`, `"cpu"`, `"cuda"`, `"cuda:1"`...
-        dtype: `"auto"`, `"float32"`, `"bfloat16"`, `"float16"` (`"auto"`: see `reward.devices`).
+        dtype: `"auto"`, `"float32"`, `"bfloat16"`, `"float16"` (`"auto"`: see `common.devices`).
         batch_size: conversations per forward pass / `generate` call.
         min_pixels, max_pixels: optional bounds for the image processor (pixels per image); smaller = fewer image
             tokens = faster. `None` keeps the checkpoint's setting.
@@ -128,8 +128,8 @@ class TransformersVLM:
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        from reward.devices import resolve_device, resolve_dtype
-        from reward.hub import load_kwargs, weights_fingerprint
+        from common.devices import resolve_device, resolve_dtype
+        from common.hub import load_kwargs, weights_fingerprint
 
         self.model_id = f"{model}@{weights_fingerprint(model)}"
         self.device = resolve_device(device)

@@ -32,7 +32,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pig(args, mode: str = "cot"):
-    from reward.hub import check_models
+    from common.hub import check_models
     from reward.pigreward import JudgeSettings, PIGReward
 
     if args.backend == "transformers":
@@ -144,7 +144,7 @@ def _num(x) -> str:
 COMMANDS = {"context": cmd_context, "judge": cmd_judge}
 
 if __name__ == "__main__":
-    from reward.errors import run_command
+    from common.errors import run_command
 
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(f"usage: python -m reward.cli {{{','.join(COMMANDS)}}} ...  (--help after a command)", file=sys.stderr)

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reward.files import atomic_write_json
+from common.files import atomic_write_json
 
 CONTEXT_VERSION = 1
 logger = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from common.errors import PigError
 from reward.backends import _VERDICT_END, GenerationSettings, TransformersVLM
-from reward.errors import PigError
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"
 IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}

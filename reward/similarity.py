@@ -13,7 +13,7 @@ class TextEmbedder:
 
     Args:
         model: hub id or local folder of a BERT-style sentence encoder.
-        device: `"cpu"`, `"cuda"`... or `"auto"` (see `reward.devices`).
+        device: `"cpu"`, `"cuda"`... or `"auto"` (see `common.devices`).
         max_length: tokens per text (longer texts are truncated).
     """
 
@@ -21,8 +21,8 @@ class TextEmbedder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from reward.devices import resolve_device
-        from reward.hub import load_kwargs
+        from common.devices import resolve_device
+        from common.hub import load_kwargs
 
         device = resolve_device(device)
         self.model_id = model

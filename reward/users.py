@@ -37,7 +37,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from reward.errors import PigError
+from common.errors import PigError
 
 USER_FILE = "user.json"
 _TOP_KEYS = {"user_id", "description", "references", "heldout", "prompts", "sandbox"}

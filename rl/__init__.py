@@ -1,1 +1,1 @@
-"""Reinforcement learning: environment (render + reward), trainers, rl/train_policy.py."""
+"""Training a policy: environment (render + reward), trainers, rl/train_policy.py."""

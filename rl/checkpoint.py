@@ -38,8 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-from reward.errors import ConfigError
-from reward.files import atomic_write_json, atomic_write_text
+from common.errors import ConfigError
+from common.files import atomic_write_json, atomic_write_text
 
 STATE_FILE = "run_state.json"
 METRICS_FILE = "metrics.jsonl"

@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reward.errors import ConfigError
+from common.errors import ConfigError
 
 COMPARE_TO = ("original", "group", "both")
 """What each rewrite's image is judged against (see `rl.environment`)."""
@@ -55,7 +55,7 @@ class PigArguments:
     )
     render_device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
     render_dtype: str = field(
-        default="auto", metadata={"help": "auto (reward/devices.py) | float32 | float16 | bfloat16."}
+        default="auto", metadata={"help": "auto (common/devices.py) | float32 | float16 | bfloat16."}
     )
     render_steps: int = field(default=15, metadata={"help": "Denoising steps per image."})
     guidance_scale: float = field(default=4.0, metadata={"help": "Classifier-free guidance scale."})
@@ -115,7 +115,7 @@ class PigArguments:
     judge_batch_size: int = field(default=16, metadata={"help": "Judge conversations per forward/generate call."})
     judge_device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
     judge_dtype: str = field(
-        default="auto", metadata={"help": "auto (reward/devices.py) | float32 | bfloat16 | float16."}
+        default="auto", metadata={"help": "auto (common/devices.py) | float32 | bfloat16 | float16."}
     )
     judge_max_pixels: int | None = field(
         default=None,

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.files import atomic_write_text
 from policies.rewriter import build_chat, extract_rewrite, generate_completions
-from reward.files import atomic_write_text
 
 
 @dataclass

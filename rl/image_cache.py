@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from reward.files import atomic_write_bytes, atomic_write_json
+from common.files import atomic_write_bytes, atomic_write_json
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from reward.errors import PigError
+from common.errors import PigError
 
 
 class JudgeUnavailable(PigError, RuntimeError):

@@ -19,8 +19,8 @@ from PIL import Image
 class RenderSettings:
     """Attributes:
     model: diffusers pipeline by hub id (e.g. `stabilityai/stable-diffusion-2-1-base`) or local folder.
-    device: `"auto"`, `"cpu"`, `"cuda:1"`... (`"auto"`: see `reward.devices`).
-    dtype: `"auto"`, `"float32"`, `"float16"`, `"bfloat16"` (`"auto"`: see `reward.devices`).
+    device: `"auto"`, `"cpu"`, `"cuda:1"`... (`"auto"`: see `common.devices`).
+    dtype: `"auto"`, `"float32"`, `"float16"`, `"bfloat16"` (`"auto"`: see `common.devices`).
     num_inference_steps: denoising steps per image.
     guidance_scale: classifier-free guidance scale.
     height, width: output size in pixels (`None` = the pipeline's default).
@@ -48,8 +48,8 @@ class Renderer:
         import torch
         from diffusers import AutoPipelineForText2Image
 
-        from reward.devices import resolve_device, resolve_dtype
-        from reward.hub import load_kwargs
+        from common.devices import resolve_device, resolve_dtype
+        from common.hub import load_kwargs
 
         if settings.batch_size < 1:
             raise ValueError(f"render batch_size must be >= 1, got {settings.batch_size}.")

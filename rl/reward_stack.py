@@ -12,7 +12,7 @@ from rl.config import PigArguments
 
 def check_configured_models(args: PigArguments, model_args=None) -> None:
     """Fail fast, naming every configured model that is neither a local folder, cached, nor reachable."""
-    from reward.hub import check_models
+    from common.hub import check_models
 
     local_judge = args.judge_backend == "transformers"  # a served judge is the server's business
     check_models(
@@ -30,7 +30,7 @@ def check_configured_models(args: PigArguments, model_args=None) -> None:
 def build_reward_stack(args: PigArguments, user, device: str, state):
     """PIGReward (the user's context built once, cached), the renderer and the fidelity embedder, from `args`.
 
-    Returns (pig, context, renderer, embedder); shared by training and `rl/evaluate_policy.py`.
+    Returns (pig, context, renderer, embedder); shared by training and `policy_eval/evaluate_policy.py`.
     """
     from reward.backends import GenerationSettings
     from reward.pigreward import JudgeSettings, PIGReward

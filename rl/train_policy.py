@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
     import trl
     from trl import ModelConfig, TrlParser
 
-    from reward.errors import ConfigError
+    from common.errors import ConfigError
     from reward.users import user_id_of
     from rl import checkpoint
     from rl.config import parse_checked
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> Path:
         resume_from = checkpoint.prepare_resume(training_args.output_dir, PartialState().is_main_process)
     checkpoint.train(trainer, resume_from)  # a judge gone for good: checkpoint, then one clear error
     adapter_dir = save_adapter(trainer, user, args, training_args, model_args)
-    from rl.report import report_after_training
+    from reports.report import report_after_training
 
     report_after_training(adapter_dir.parent)  # <run>/report.html
     return adapter_dir
@@ -163,8 +163,8 @@ def build_trainer(args: PigArguments, training_args, model_args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import get_peft_config
 
+    from common.hub import load_kwargs
     from policies.rewriter import build_chat, check_adapter_files, check_adapter_fits
-    from reward.hub import load_kwargs
     from reward.users import load_user
     from rl import console, ground_truth
     from rl.checkpoint import pin_context
@@ -220,7 +220,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
     )
 
     # 4. The trainer: the policy with a fresh LoRA (or the adapter to continue from), TRL's trainer as it is.
-    # no checkpoint code unless PIG_TRUST_REMOTE_CODE=1, safetensors weights only (reward.hub.load_kwargs)
+    # no checkpoint code unless PIG_TRUST_REMOTE_CODE=1, safetensors weights only (common.hub.load_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **load_kwargs(weights=False))
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype, **load_kwargs())
@@ -400,7 +400,7 @@ def _init_wandb(state, training_args, args, model_args, out_dir: Path) -> None:
 
 
 def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None:
-    from rl.runs import quarter_means
+    from reports.runs import quarter_means
     from rl.step_profile import summary
 
     for key, label in (
@@ -422,6 +422,6 @@ def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None
 
 
 if __name__ == "__main__":
-    from rl.cli import run
+    from common.errors import run_command
 
-    sys.exit(run(main))
+    sys.exit(run_command(main))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reward.errors import AdapterError, ConfigError, PigError
-from reward.hub import ModelUnavailableError
+from common.errors import AdapterError, ConfigError, PigError
+from common.hub import ModelUnavailableError
 from reward.users import UserDataError, load_image, load_user, user_id_of
 from tests.conftest import REPO
 
@@ -214,19 +214,19 @@ def test_config_consistency_errors_are_config_errors(tmp_path):
         parse_args([*base, "--compare_to", "everyone"], check_models=False)
 
 
-@pytest.mark.parametrize("module", ["rl.evaluate_policy", "rl.cross_user", "rl.diagnose"])
+@pytest.mark.parametrize("module", ["policy_eval.evaluate_policy", "policy_eval.cross_user", "policy_eval.diagnose"])
 def test_evaluate_matrix_diagnose_refuse_unknown_yaml_keys(module, tmp_path):
     """They read training's YAML: trainer keys are accepted (and unused), unknown keys and wrong types are not."""
     import importlib
 
     command = importlib.import_module(module)
-    parse = command.main if module == "rl.diagnose" else command.parse_args
-    argv = ["--user", "demo", "--users", "demo"] if module == "rl.cross_user" else ["--user", "demo"]
+    parse = command.main if module == "policy_eval.diagnose" else command.parse_args
+    argv = ["--user", "demo", "--users", "demo"] if module == "policy_eval.cross_user" else ["--user", "demo"]
     with pytest.raises(ConfigError, match=r"unknown keys 'eval_sample'"):
         parse([*argv, "--config", _yaml(tmp_path, "eval_sample: 3\n")])
     with pytest.raises(ConfigError, match="judge_mode must be a string, got 5"):
         parse([*argv, "--config", _yaml(tmp_path, "judge_mode: 5\n")])
-    if module != "rl.diagnose":  # the training config itself is accepted as it is
+    if module != "policy_eval.diagnose":  # the training config itself is accepted as it is
         parse([*argv, "--config", str(REPO / "configs" / "cpu.yaml")])
 
 
@@ -239,7 +239,7 @@ def test_config_naming_a_missing_model(tmp_path):
 
 
 def test_pickle_only_model_folder_is_refused(tmp_path):
-    from reward.hub import check_models
+    from common.hub import check_models
 
     folder = tmp_path / "pickled-model"
     folder.mkdir()

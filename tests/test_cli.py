@@ -13,7 +13,7 @@ from tests.conftest import REPO
 def _pig(*args, timeout=300):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run(
-        [sys.executable, "-m", "rl.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "pig.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from reward.errors import ConfigError, run_command
+from common.errors import ConfigError, run_command
 from tests.conftest import REPO
 from tests.test_openai_backend import ChatServer
 
@@ -45,7 +45,7 @@ def _judge_args(base_url: str, model: str, tmp_path) -> list[str]:
     image = str(REPO / "users" / "demo" / "images" / "ref00_chosen.png")
     other = str(REPO / "users" / "demo" / "images" / "ref00_rejected.png")
     return [
-        "-m", "rl.cli", "judge", "--user", "demo", "--prompt", "a sun", image, other, "--backend", "openai",
+        "-m", "pig.cli", "judge", "--user", "demo", "--prompt", "a sun", image, other, "--backend", "openai",
         "--model", model, "--base_url", base_url, "--api_key_env", "PIG_TEST_NO_KEY", "--runs_dir", str(tmp_path),
     ]  # fmt: skip
 
@@ -82,14 +82,14 @@ def test_training_script_unknown_user_is_one_line(tiny_models, tmp_path):
 def test_evaluate_bad_yaml_is_one_line(tmp_path):
     config = tmp_path / "eval.yaml"
     config.write_text("eval_samples: 2\njudge_mdoel: .models/x\n")
-    out = _run("-m", "rl.cli", "evaluate", "--user", "demo", "--config", str(config))
+    out = _run("-m", "pig.cli", "evaluate", "--user", "demo", "--config", str(config))
     _assert_one_line_error(out, "unknown keys 'judge_mdoel' (did you mean 'judge_model'?)")
 
 
 def test_rewrite_with_a_corrupt_latest_pointer_is_one_line(tmp_path):
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "LATEST").write_text("")
-    out = _run("-m", "rl.cli", "rewrite", "--user", "demo", "--runs_dir", str(tmp_path), "a sun")
+    out = _run("-m", "pig.cli", "rewrite", "--user", "demo", "--runs_dir", str(tmp_path), "a sun")
     _assert_one_line_error(out, "LATEST is empty")
 
 

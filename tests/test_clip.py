@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from common.hub import local_model_note
 from localmodels.clip import train_tiny_clip
-from reward.hub import local_model_note
 
 
 def test_training_lowers_the_contrastive_loss_and_saves_a_loadable_model(tmp_path):

@@ -49,7 +49,7 @@ MEDIA = {
 
 
 def test_panel_spec_groups_every_logged_key_once():
-    from rl.dashboard import panel_spec
+    from reports.dashboard import panel_spec
 
     spec = panel_spec(LOGGED, MEDIA)
     titles = [s["title"] for s in spec]
@@ -71,7 +71,7 @@ def test_panel_spec_groups_every_logged_key_once():
 
 
 def test_keys_outside_the_namespaces_are_listed():
-    from rl.report import ungrouped
+    from reports.report import ungrouped
 
     outside = ungrouped(LOGGED)
     assert "train/reward/ground_truth" not in outside and "train/time/judge_s" not in outside
@@ -117,7 +117,7 @@ def offline_run(tmp_path_factory) -> Path:
 
 
 def test_logged_keys_read_the_offline_run(offline_run):
-    from rl.dashboard import logged_keys, offline_run_info
+    from reports.dashboard import logged_keys, offline_run_info
 
     scalars, media = logged_keys(offline_run)
     assert {"train/reward", "train/judge/status/ok", "train/time/judge_s", "train/global_step"} <= set(scalars)
@@ -129,7 +129,7 @@ def test_logged_keys_read_the_offline_run(offline_run):
 
 def test_wandb_report_is_built_offline(offline_run):
     wr = pytest.importorskip("wandb_workspaces.reports.v2", reason='pip install "wandb[workspaces]"')
-    from rl.dashboard import STEP, build_wandb_report, logged_keys, panel_spec
+    from reports.dashboard import STEP, build_wandb_report, logged_keys, panel_spec
 
     spec = panel_spec(*logged_keys(offline_run))
     report = build_wandb_report(spec, "me", "pig-rl", "abc123", "title")
@@ -147,7 +147,7 @@ def test_wandb_report_is_built_offline(offline_run):
 
 def _dashboard(run_dir: Path, env: dict, *args):
     return subprocess.run(
-        [sys.executable, "-m", "rl.cli", "dashboard", str(run_dir), *args],
+        [sys.executable, "-m", "pig.cli", "dashboard", str(run_dir), *args],
         cwd=REPO,
         env=env,
         capture_output=True,

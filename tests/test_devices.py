@@ -1,11 +1,11 @@
-"""The one rule behind `device: auto` and `dtype: auto` (reward/devices.py)."""
+"""The one rule behind `device: auto` and `dtype: auto` (common/devices.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from reward.devices import resolve_device, resolve_dtype
+from common.devices import resolve_device, resolve_dtype
 
 
 def test_auto_device_is_cuda_when_visible_else_cpu():

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 # ------------------------------------------------------------------------------------------------ pure arithmetic
 def test_cell_means_average_each_cells_seeds_and_skip_undecided():
-    from rl.evaluate_policy import cell_means
+    from policy_eval.evaluate_policy import cell_means
 
     assert cell_means([1.0, 0.0, None, None, 0.5, None], 2) == [0.5, None, 0.5]
     assert cell_means([0.25, 0.75, 1.0], 1) == [0.25, 0.75, 1.0]
@@ -21,7 +21,7 @@ def test_cell_means_average_each_cells_seeds_and_skip_undecided():
 
 
 def test_summarize_mean_interval_and_half_width():
-    from rl.evaluate_policy import half_width, summarize
+    from policy_eval.evaluate_policy import half_width, summarize
 
     assert summarize([1.0, 1.0, 1.0, 1.0]) == {"preference": 1.0, "ci95": [1.0, 1.0], "half_width": 0.0, "cells": 4}
     # Two cells 0 and 1: a resample's mean is 0, 0.5 or 1 (1/4, 1/2, 1/4), so the 2.5-97.5% interval is [0, 1].
@@ -34,8 +34,9 @@ def test_summarize_mean_interval_and_half_width():
 
 def test_bootstrap_half_width_matches_the_normal_approximation():
     """96 cells whose preferences spread with sd 0.25 (half the cells 0.25, half 0.75): 1.96 * 0.25 / sqrt(96) = 0.050.
-    (Trained adapters' cells spread more, hence 8 samples per prompt by default: see rl/evaluate_policy.py.)"""
-    from rl.evaluate_policy import summarize
+    (Trained adapters' cells spread more, hence 8 samples per prompt by default: see
+    policy_eval/evaluate_policy.py.)"""
+    from policy_eval.evaluate_policy import summarize
 
     summary = summarize([0.25, 0.75] * 48, resamples=4000)
     assert summary["preference"] == pytest.approx(0.5)
@@ -44,7 +45,7 @@ def test_bootstrap_half_width_matches_the_normal_approximation():
 
 
 def test_comparison_summary_and_agreement_by_hand():
-    from rl.evaluate_policy import comparison_summary
+    from policy_eval.evaluate_policy import comparison_summary
 
     truth = [1.0, 1.0, 0.0, 0.5]  # two cells of two image pairs
     judge = [1.0, None, 1.0, 0.0]
@@ -58,7 +59,7 @@ def test_comparison_summary_and_agreement_by_hand():
 
 
 def test_precision_warning_only_for_wide_ground_truth():
-    from rl.evaluate_policy import precision_warning
+    from policy_eval.evaluate_policy import precision_warning
 
     def summary(width):
         return {"ground_truth": {"preference": 0.6, "ci95": [0.6 - width, 0.6 + width], "half_width": width}}
@@ -74,7 +75,7 @@ def test_precision_warning_only_for_wide_ground_truth():
 
 
 def test_repeat_share_counts_the_rewrites_the_repetition_gate_penalises():
-    from rl.evaluate_policy import repeat_share
+    from policy_eval.evaluate_policy import repeat_share
 
     rewrites = ["a sun, in amber tones", "a sun, busy scene, busy framing", "a tent by the sea, the sea at night"]
     assert repeat_share(rewrites, ["a sun", "a sun", "a tent by the sea"]) == pytest.approx(1 / 3)
@@ -82,7 +83,7 @@ def test_repeat_share_counts_the_rewrites_the_repetition_gate_penalises():
 
 
 def test_image_pairs_are_cell_major_with_shared_seeds():
-    from rl.evaluate_policy import image_pairs
+    from policy_eval.evaluate_policy import image_pairs
 
     pairs = image_pairs(["a", "b"], [["a1", "a2"], ["b1", "b2"]], [["a", "a"], ["b", "b"]], [[1, 2], [3, 4]])
     assert pairs == [
@@ -99,7 +100,7 @@ def test_image_pairs_are_cell_major_with_shared_seeds():
 
 def test_truth_preferences_measure_each_image_once():
     from localmodels import world
-    from rl.evaluate_policy import truth_preferences
+    from policy_eval.evaluate_policy import truth_preferences
     from rl.ground_truth import parse_taste, utility
 
     warm = world.draw_scene(world.Scene("sun", "warm", "bright", "sparse", 0))
@@ -114,7 +115,7 @@ def test_truth_preferences_measure_each_image_once():
 
 
 def test_matrix_floor_by_hand():
-    from rl.cross_user import matrix_floor
+    from policy_eval.cross_user import matrix_floor
 
     floor = matrix_floor(
         [[0.8, 0.5, 0.5], [0.6, 0.7, 0.5], [0.4, 0.4, 0.6]],
@@ -136,7 +137,7 @@ def test_matrix_floor_by_hand():
 
 def test_adapters_must_share_one_base_and_chat():
     from policies.rewriter import AdapterInfo
-    from rl.cross_user import check_shared_base
+    from policy_eval.cross_user import check_shared_base
 
     a, b = AdapterInfo("demo", "base-x", "Rewrite.", 40), AdapterInfo("nightowl", "base-x", "Rewrite.", 40)
     check_shared_base(["A", "B"], [a, b])
@@ -147,8 +148,8 @@ def test_adapters_must_share_one_base_and_chat():
 
 
 def test_prompt_sets_of_sandbox_and_real_users():
+    from policy_eval.evaluate_policy import EvalArguments, prompt_sets
     from reward.users import load_user
-    from rl.evaluate_policy import EvalArguments, prompt_sets
     from rl.ground_truth import HELDOUT_PROMPTS
 
     user = load_user("demo", REPO / "users")
@@ -215,7 +216,7 @@ def test_evaluate_sandbox_user_reports_ground_truth_beside_the_judge(tiny_models
     """An untrained LoRA (B = 0) rewrites exactly like the base, greedy or sampled with the same seed: adapter vs base
     is a tie to the last digit for the truth and for the two-order judge. Without the judge, the same images give the
     same ground truth."""
-    from rl.evaluate_policy import main, parse_args
+    from policy_eval.evaluate_policy import main, parse_args
 
     adapter = _adapter(tiny_models, tmp_path / "adapter", "demo", zero=True)
     argv = _argv(tiny_models, tmp_path, "--user", "demo", "--adapter", str(adapter))
@@ -260,7 +261,7 @@ def test_matrix_end_to_end(tiny_models, tmp_path, capsys):
     """Two sandbox users: demo's adapter is the generic rewriter itself (B = 0), nightowl's a random LoRA. Every image
     is rendered once and scored under both tastes and both contexts; the floor fails for demo (no better than
     generic)."""
-    from rl.cross_user import main
+    from policy_eval.cross_user import main
 
     adapters = [
         _adapter(tiny_models, tmp_path / "demo", "demo", zero=True),
@@ -292,8 +293,8 @@ def test_matrix_end_to_end(tiny_models, tmp_path, capsys):
 
 
 def test_matrix_refuses_a_real_user(tiny_models, tmp_path, demo_user_copy):
+    from policy_eval.cross_user import cross_user_matrix, parse_args
     from reward.users import UserDataError
-    from rl.cross_user import cross_user_matrix, parse_args
 
     data = json.loads((demo_user_copy / "user.json").read_text())
     del data["sandbox"]

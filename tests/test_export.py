@@ -43,7 +43,7 @@ def trained(tiny_models, tmp_path_factory):
                 *("--max_steps", "1", "--learning_rate", "1e-2", "--fidelity_weight", "1.5", "--run_name", "r1"),
             ]
         )
-    from rl.evaluate_policy import main as evaluate
+    from policy_eval.evaluate_policy import main as evaluate
 
     evaluate(
         [*common, "--judge", "false", "--eval_prompts", "a sun", "a tree", "--eval_samples", "2"]
@@ -53,7 +53,7 @@ def trained(tiny_models, tmp_path_factory):
 
 
 def _export(argv, capsys=None) -> int:
-    from rl.export import main
+    from pig.export import main
 
     return main([str(a) for a in argv])
 
@@ -64,7 +64,7 @@ def _all_text(folder) -> str:
 
 def test_package_is_complete_self_describing_and_names_no_user(trained, tmp_path):
     from policies.rewriter import AdapterInfo, PromptRewriter
-    from rl.runs import user_hash
+    from reports.runs import user_hash
 
     out = tmp_path / "pkg"
     assert _export([trained["run"], "--out", out]) == 0
@@ -153,9 +153,9 @@ def test_peft_recipe_serves_two_adapters_on_one_base_as_each_alone(trained, tiny
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from pig.export import peft_script
     from policies.rewriter import AdapterInfo, PromptRewriter, generate_completions
-    from rl.export import peft_script
-    from rl.runs import user_hash
+    from reports.runs import user_hash
 
     other_run = trained["runs"] / "bob" / "random-lora"
     torch.manual_seed(0)
@@ -210,8 +210,8 @@ def test_run_config_reads_a_w_and_b_file_that_is_still_being_written(trained, tm
     from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
-    from rl.runs import load_run, run_config
-    from rl.wandb_offline import find_run_files, iter_records
+    from reports.runs import load_run, run_config
+    from reports.wandb_offline import find_run_files, iter_records
 
     run_dir = tmp_path / "r1"
     shutil.copytree(trained["run"], run_dir)

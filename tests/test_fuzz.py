@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from reward.errors import ConfigError
+from common.errors import ConfigError
 from reward.eval.importers import PIGBENCH_COLUMNS, import_pigbench, pickapic_label, read_ranking_table
 from reward.parsing import STATUSES, find_loop, parse_verdict
 
@@ -198,7 +198,7 @@ _CONFIG = st.dictionaries(_KEY, st.one_of(_PLAUSIBLE, _PLAUSIBLE, _VALUE), max_s
 def test_fuzz_config_mappings(config, tally):
     """Random YAML mappings of known and unknown keys through `pig evaluate`'s whole parse (the check, TrlParser and
     the dataclasses' own checks): a configuration or a ConfigError, or argparse's own refusal (SystemExit 2)."""
-    from rl.evaluate_policy import parse_args
+    from policy_eval.evaluate_policy import parse_args
 
     tally["cases"] += 1
     with tempfile.TemporaryDirectory() as tmp:

@@ -149,7 +149,7 @@ def test_warm_start_corpus_is_balanced_and_excludes_eval_prompts():
 
 
 def test_diagnosis_sources_and_sample_report():
-    from rl.diagnose import sample_report, taste_rewrite
+    from policy_eval.diagnose import sample_report, taste_rewrite
 
     taste = ground_truth.parse_taste(
         {"prefs": {"palette": "warm", "layout": "sparse"}, "weights": {"palette": 1, "layout": 1}}

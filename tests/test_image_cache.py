@@ -71,4 +71,4 @@ def test_concurrent_writers_leave_a_whole_image_and_no_temporary_files(tmp_path)
     cache = ImageCache(tmp_path, {"model": "x"})
     image = cache.get("a sun", 7)
     assert image is not None and np.asarray(image).std() == 0  # one writer's whole image, not a mix
-    assert not list(tmp_path.rglob("*.tmp"))  # reward.files.atomic_write_bytes's temporary names
+    assert not list(tmp_path.rglob("*.tmp"))  # common.files.atomic_write_bytes's temporary names

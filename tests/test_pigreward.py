@@ -8,9 +8,9 @@ import threading
 import pytest
 from PIL import Image
 
+from common.files import atomic_write_json
 from reward import context as ctx
 from reward.backends import GenerationSettings, TransformersVLM, load_vlm_processor
-from reward.files import atomic_write_json
 from reward.parsing import STATUSES
 from reward.pigreward import JudgeSettings, PIGReward
 from reward.reduction import position_consistent, preference_from_orders, swap
@@ -63,7 +63,7 @@ def test_context_built_once_then_cached(backend, tmp_path, demo_user_copy):
 def test_rebuilt_reasoner_weights_at_the_same_path_invalidate_the_context(tiny_models, tmp_path):
     import shutil
 
-    from reward.hub import weights_fingerprint
+    from common.hub import weights_fingerprint
 
     folder = tmp_path / "vlm"
     shutil.copytree(tiny_models["vlm"], folder)

@@ -22,7 +22,7 @@ from tests.conftest import REPO
 
 
 def test_metrics_are_grouped_into_sections_with_bands_and_shared_panels():
-    from rl.report import group_metrics, ungrouped
+    from reports.report import group_metrics, ungrouped
 
     keys = [
         "loss",
@@ -73,7 +73,7 @@ def test_metrics_are_grouped_into_sections_with_bands_and_shared_panels():
 
 
 def test_term_summary_matches_the_training_summary():
-    from rl.report import term_summary
+    from reports.report import term_summary
 
     history = [{"step": s, "reward": float(s)} for s in range(1, 9)] + [{"step": 9, "loss": 0.1}]
     s = term_summary(history, "reward")
@@ -83,7 +83,7 @@ def test_term_summary_matches_the_training_summary():
 
 
 def test_a_folder_that_is_not_a_run_is_refused_with_the_fix(tmp_path):
-    from rl.report import read_run, resolve_run
+    from reports.report import read_run, resolve_run
 
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         resolve_run(tmp_path)
@@ -116,7 +116,8 @@ def _tiny_argv(tiny_models, runs: Path) -> list[str]:
 def evaluated_run(tiny_models, tmp_path_factory):
     """A 4-step GRPO run on tiny models, logged to an offline W&B run (training writes report.html), then evaluated
     with `pig evaluate` on two prompts (ground truth only). Returns (run folder, the report training wrote)."""
-    from rl import evaluate_policy, train_policy
+    from policy_eval import evaluate_policy
+    from rl import train_policy
 
     root = tmp_path_factory.mktemp("report_run")
     runs = root / "runs"
@@ -201,12 +202,12 @@ def test_training_writes_a_report_with_the_runs_numbers(evaluated_run):
 
 
 def test_pig_report_adds_the_evaluation(evaluated_run, tmp_path):
-    from rl.evaluate_policy import format_summary
+    from reports.runs import format_summary
 
     run_dir, _ = evaluated_run
     out = tmp_path / "report.html"
     proc = subprocess.run(
-        [sys.executable, "-m", "rl.cli", "report", "demo", "--runs_dir", str(run_dir.parents[1]), "--out", str(out)],
+        [sys.executable, "-m", "pig.cli", "report", "demo", "--runs_dir", str(run_dir.parents[1]), "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -231,7 +232,7 @@ def test_pig_report_adds_the_evaluation(evaluated_run, tmp_path):
 
 def test_untrusted_text_is_escaped(evaluated_run, tmp_path):
     """A rationale (model output) holding markup is shown as text, never as markup."""
-    from rl.report import write_report
+    from reports.report import write_report
 
     run_dir, _ = evaluated_run
     copy = tmp_path / "runs" / "demo"
@@ -253,8 +254,8 @@ def test_report_in_a_real_browser(evaluated_run, tmp_path):
     if chromium is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium); the HTML tests above still ran.")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    from rl.evaluate_policy import format_summary
-    from rl.report import write_report
+    from reports.report import write_report
+    from reports.runs import format_summary
 
     run_dir, _ = evaluated_run
     path = write_report(run_dir, tmp_path / "report.html")

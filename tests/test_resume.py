@@ -175,7 +175,7 @@ def test_sigkill_then_resume_continues_the_same_run(tiny_models, tmp_path):
     assert (tmp_path / "runs" / "demo" / "LATEST").read_text().strip() == "first/adapter"
 
     # One W&B run, resumed: both offline folders carry the recorded id, and the second continues after the kill.
-    from rl.wandb_offline import find_run_files, read_history
+    from reports.wandb_offline import find_run_files, read_history
 
     files = find_run_files(run_dir / "wandb")
     assert len(files) == 2 and all(f.name == f"run-{wandb_id}.wandb" for f in files)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reward.hub import load_kwargs
+from common.hub import load_kwargs
 from tests.conftest import REPO
 from tests.test_openai_backend import MODEL, ChatServer, _paper_format_answer
 

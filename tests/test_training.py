@@ -197,7 +197,7 @@ def test_cli_smoke_accelerate_launch(tiny_models, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from policies.rewriter import AdapterInfo, PromptRewriter, latest_adapter
-    from rl.wandb_offline import media_files, read_history
+    from reports.wandb_offline import media_files, read_history
 
     adapter = latest_adapter("demo", tmp_path / "runs")
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
@@ -254,7 +254,7 @@ def test_rewrite_command_on_trained_adapter(tiny_models, tmp_path):
 
     adapter = main(_tiny_argv(tiny_models, tmp_path, "--max_steps", "1", "--report_to", "none"))
     out = subprocess.run(
-        [sys.executable, "-m", "rl.cli", "rewrite", "--adapter", str(adapter), "--compare", "--json", "a sun"],
+        [sys.executable, "-m", "pig.cli", "rewrite", "--adapter", str(adapter), "--compare", "--json", "a sun"],
         cwd=REPO,
         capture_output=True,
         text=True,

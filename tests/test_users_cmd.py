@@ -42,7 +42,7 @@ def _tiny_training(tiny_models) -> list[str]:
 @pytest.fixture(scope="module")
 def world(tiny_models, tmp_path_factory):
     """users/{anna,ben}; anna already trained (runs/anna/LATEST -> old/adapter); then `pig train-all` once."""
-    from rl.users_cmd import train_all
+    from pig.users import train_all
 
     root = tmp_path_factory.mktemp("many_users")
     users, runs = root / "users", root / "runs"
@@ -70,7 +70,7 @@ def test_train_all_trains_the_untrained_user_only(world, capsys):
 
 
 def test_train_all_again_skips_everyone_and_force_plans_everyone(world, capsys, monkeypatch):
-    from rl.users_cmd import plan_training, train_all
+    from pig.users import plan_training, train_all
 
     monkeypatch.chdir(world["root"])
     before = sorted(p.name for p in (world["runs"] / "ben").iterdir())
@@ -91,8 +91,8 @@ def test_train_all_again_skips_everyone_and_force_plans_everyone(world, capsys, 
 
 
 def test_train_all_refuses_before_training(world, tmp_path, monkeypatch, capsys):
+    from pig.users import train_all
     from reward.users import UserDataError
-    from rl.users_cmd import train_all
 
     with pytest.raises(SystemExit):
         train_all(["--users_dir", str(world["users"]), "--", "--user", "anna"])
@@ -111,7 +111,7 @@ def test_train_all_refuses_before_training(world, tmp_path, monkeypatch, capsys)
 
 
 def test_users_lists_context_adapters_and_latest_evaluation(world, capsys):
-    from rl.users_cmd import list_users
+    from pig.users import list_users
 
     ben_adapter = sorted((world["runs"] / "ben").glob("*/adapter"))[0]
     evaluation = world["runs"] / "ben" / "eval" / ben_adapter.parent.name / "results.json"
@@ -196,9 +196,9 @@ def test_rewrite_needs_prompts_or_a_file(capsys):
 
 
 def test_evaluations_of_an_adapter_are_its_own_users_and_not_older_than_it(tmp_path):
-    """Literal folders: which `results.json` under runs/<user>/eval/ describe an adapter (rl.runs.evaluations)."""
+    """Literal folders: which `results.json` under runs/<user>/eval/ describe an adapter (reports.runs.evaluations)."""
     from policies.rewriter import SYSTEM_PROMPT, AdapterInfo
-    from rl.runs import evaluations, latest_evaluation, load_run
+    from reports.runs import evaluations, latest_evaluation, load_run
 
     adapter = tmp_path / "runs" / "ann" / "r1" / "adapter"
     adapter.mkdir(parents=True)

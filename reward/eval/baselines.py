@@ -87,7 +87,7 @@ class ImageEmbedder:
         import torch
         from transformers import AutoImageProcessor, CLIPModel
 
-        from reward.hub import load_kwargs
+        from common.hub import load_kwargs
 
         self.model_id, self.device, self.batch_size, self._torch = model, device, batch_size, torch
         self.processor = AutoImageProcessor.from_pretrained(model, **load_kwargs(weights=False))
@@ -146,13 +146,13 @@ class Resources:
         self._reference_embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def models(self, method: str) -> dict[str, str]:
-        """Role -> model name that `method` loads (for `reward.hub.check_models` and the results file)."""
+        """Role -> model name that `method` loads (for `common.hub.check_models` and the results file)."""
         roles = {"judge": self.judge_model, "reasoner": self.reasoner_model, "clip": self.clip_model}
         return {role: roles[role] for role in METHODS[method].models}
 
     def weights(self, method: str) -> dict[str, str]:
         """Role -> fingerprint of the weights that name resolves to (a rebuilt model invalidates resumed results)."""
-        from reward.hub import weights_fingerprint
+        from common.hub import weights_fingerprint
 
         return {role: weights_fingerprint(name) for role, name in self.models(method).items()}
 
@@ -216,7 +216,7 @@ class Resources:
 
     def clip(self) -> ImageEmbedder:
         if self._clip is None:
-            from reward.devices import resolve_device
+            from common.devices import resolve_device
 
             self._clip = ImageEmbedder(
                 self.clip_model, device=resolve_device(self.device), batch_size=max(8, self.batch_size)

@@ -25,10 +25,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from common.files import atomic_write_json
 from reward.eval import metrics
 from reward.eval.baselines import DEFAULT_CLIP, METHODS, Resources
 from reward.eval.dataset import DatasetUser, list_users, read_manifest
-from reward.files import atomic_write_json
 
 PREDICTIONS = "predictions.jsonl"
 RUN_FILE = "run.json"
@@ -48,8 +48,8 @@ class BenchConfig:
         clip_model: CLIP-class model of `similarity` (hub id or folder).
         max_users: evaluate only the first N users (folder-name order); `None` = all.
         seed: seed of `random` and of the bootstrap and the report's example choice.
-        device: `"auto"`, `"cpu"`, `"cuda"`... (`"auto"`: see `reward.devices`).
-        dtype: `"auto"`, `"float32"`, `"bfloat16"` (`"auto"`: see `reward.devices`).
+        device: `"auto"`, `"cpu"`, `"cuda"`... (`"auto"`: see `common.devices`).
+        dtype: `"auto"`, `"float32"`, `"bfloat16"` (`"auto"`: see `common.devices`).
         batch_size: conversations per forward pass of the VLM backend (both orders of a pair are two conversations).
         batch_pairs: pairs per method call; each call's results are saved before the next (the resume granularity).
         judge_max_new_tokens: cap on each chain-of-thought judge answer (tokens).
@@ -182,7 +182,7 @@ def select_users(dataset: Path, max_users: int | None) -> tuple[list[DatasetUser
 
 def run_bench(config: BenchConfig) -> dict:
     """Run (or resume) the benchmark and write every output; returns the content of `results.json`."""
-    from reward.hub import check_models
+    from common.hub import check_models
     from reward.users import load_user
 
     started = time.time()
@@ -301,7 +301,7 @@ def summarize_run(
     resources: Resources,
 ) -> dict:
     """The content of `results.json`: per method, the figures of `reward.eval.metrics.summarize` and timings."""
-    from reward.hub import local_model_note
+    from common.hub import local_model_note
 
     all_outcomes = [metrics.PairOutcome(r["user_id"], r["label"], r["preference"]) for r in rows]
     unit = metrics.choose_ci_unit(all_outcomes, config.ci_unit)

@@ -156,6 +156,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from reward.errors import run_command
+    from common.errors import run_command
 
     sys.exit(run_command(main))

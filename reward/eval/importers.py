@@ -54,8 +54,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from common.files import atomic_write_json
 from reward.eval.dataset import MANIFEST, ImportLog, read_manifest, safe_user_id
-from reward.files import atomic_write_json
 from reward.users import USER_FILE, UserDataError, load_user
 
 PIGBENCH_COLUMNS = ("user_id", "prompt_id", "prompt", "image", "rank")

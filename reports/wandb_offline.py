@@ -5,7 +5,7 @@ reads them back locally: the logged history rows (metrics, and references to tab
 The `.wandb` file is W&B's record log: a 7-byte header (`:W&B`, magic 0xBEE1, version) followed by LevelDB-log
 blocks of 32 KiB whose records (CRC-32C, length, type FULL/FIRST/MIDDLE/LAST) carry `wandb_internal_pb2.Record`s.
 
-    python -m rl.wandb_offline runs/demo/<run>/wandb        # prints the last value of every metric
+    python -m reports.wandb_offline runs/demo/<run>/wandb        # prints the last value of every metric
 """
 
 from __future__ import annotations

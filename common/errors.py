@@ -1,12 +1,12 @@
 """The project's error base class: expected failures that the command line reports as one line, not a traceback.
 
 A `PigError` is a failure the user can fix (a missing model, bad user data, a config key that does not exist, a
-judge server that does not answer); its message names the problem and the fix. `rl.cli.run` prints it as one line on
-stderr and exits with status 2; `--debug` or `PIG_DEBUG=1` shows the traceback. Anything else is a bug and keeps its
-traceback. Each subclass also derives from the builtin type it replaced (`ValueError`, `RuntimeError`), so code that
-caught the builtin still catches it.
+judge server that does not answer); its message names the problem and the fix. `run_command` (below: every
+command and script runs through it) prints it as one line on stderr and exits with status 2; `--debug` or
+`PIG_DEBUG=1` shows the traceback. Anything else is a bug and keeps its traceback. Each subclass also derives from
+the builtin type it replaced (`ValueError`, `RuntimeError`), so code that caught the builtin still catches it.
 
-This module imports nothing, so that any module (and `policies`, which must not import `rl`) can raise these.
+This module imports nothing of the project, so that every package can raise these.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ evaluations of an adapter, the training configuration a run recorded, the cached
     runs/<user>/eval/<name>/results.json  `pig evaluate` of one adapter (its path is recorded in the file)
     runs/<user>/context/<key>.json        cached user contexts (reward/context.py)
 
-Shared by `pig export` (rl/export.py) and `pig users` (rl/users_cmd.py).
+Shared by `pig export` (pig/export.py) and `pig users` (pig/users.py).
 """
 
 from __future__ import annotations
@@ -137,7 +137,18 @@ def latest_evaluation(run: Run) -> Evaluation | None:
     return next((e for e in evaluations(run) if not e.stale), None)
 
 
-COMPARISONS = ("adapter_vs_base", "adapter_vs_original", "base_vs_original")
+COMPARISONS = (("adapter", "base"), ("adapter", "original"), ("base", "original"))
+"""The comparisons of every `pig evaluate` block, `a` over `b`; its results name each `f"{a}_vs_{b}"`."""
+
+
+def format_summary(summary: dict | None) -> str:
+    """`0.62 [0.55, 0.69] +-0.07` (mean, 95% interval, half-width), or `-`."""
+    if summary is None or summary["preference"] is None:
+        return "-"
+    ci = summary["ci95"]
+    if ci is None:
+        return f"{summary['preference']:.2f}"
+    return f"{summary['preference']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] +-{summary['half_width']:.2f}"
 
 
 def evaluation_rows(results: dict) -> list[dict]:
@@ -155,7 +166,8 @@ def evaluation_rows(results: dict) -> list[dict]:
             "repeats_base": summary.get("repeats_base"),
             "repeats_adapter": summary.get("repeats_adapter"),
         }
-        for comparison in COMPARISONS:
+        for a, b in COMPARISONS:
+            comparison = f"{a}_vs_{b}"
             views = summary.get(comparison, {})
             row[comparison] = {
                 "ground_truth": (views.get("ground_truth") or {}).get("preference"),
@@ -172,7 +184,7 @@ def run_config(run: Run) -> dict | None:
     ModelConfig, "trainer": the TRL config}`, or None when the run logged no W&B run (`--report_to none`). The `.wandb`
     file is the only place a run folder keeps them (the adapter's training_args.bin is a pickle, which we do not
     load)."""
-    from rl.wandb_offline import read_config
+    from reports.wandb_offline import read_config
 
     return read_config(run.run_dir / "wandb")
 

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reward.errors import ConfigError
+from common.errors import ConfigError
 from rl.config import CPU_DEFAULTS, PigArguments
 
 
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
     from policies.rewriter import PromptRewriter
+    from policy_eval.evaluate_policy import parse_dataclasses
     from reward.users import UserDataError, load_user
     from rl import ground_truth
     from rl.environment import crn_seed
-    from rl.evaluate_policy import parse_dataclasses
     from rl.reward_stack import build_reward_stack
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -195,6 +195,6 @@ def print_report(report: dict) -> None:
 
 
 if __name__ == "__main__":
-    from rl.cli import run
+    from common.errors import run_command
 
-    sys.exit(run(main))
+    sys.exit(run_command(main))

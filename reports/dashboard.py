@@ -7,7 +7,7 @@
 Sections, in order: reward terms, judge health (statuses stacked, position consistency, agreement with the truth),
 render, policy, time, the sample image grids, the rewrite tables (`samples/table`: original, rewrite, both images,
 scores, judge statuses; `samples/dimensions`: the judge's per-dimension scores). Scalar panels are grouped exactly
-as the run's `report.html` groups its curves (`rl.report.group_metrics`); only keys the run logged get a panel.
+as the run's `report.html` groups its curves (`reports.report.group_metrics`); only keys the run logged get a panel.
 
 Online only: runs are logged offline by default (no account needed to train). To get a dashboard, log in
 (`wandb login`), upload the run (`wandb sync runs/<user>/<run>/wandb/offline-run-*`), then run this command.
@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from rl.report import group_metrics, resolve_run, ungrouped
+from reports.report import group_metrics, resolve_run, ungrouped
 
 STEP = "train/global_step"
 """The x axis: transformers' W&B callback logs every trainer metric against it."""
@@ -32,7 +32,7 @@ MEDIA_TYPES = {"image-file": "image", "images/separated": "image", "table-file":
 
 def offline_run_files(run_dir: str | Path) -> list[Path]:
     """The run's offline W&B run files (`wandb/offline-run-*/run-*.wandb`), oldest first."""
-    from rl.wandb_offline import find_run_files
+    from reports.wandb_offline import find_run_files
 
     folder = Path(run_dir) / "wandb"
     return find_run_files(folder) if folder.is_dir() else []
@@ -44,7 +44,7 @@ def logged_keys(run_dir: str | Path) -> tuple[list[str], dict[str, str]]:
     From the offline W&B run when the folder has one (the keys W&B stores: trainer metrics under `train/`, our media
     under `samples/`); else from `log_history.json` with the `train/` prefix the W&B callback adds, and no media.
     """
-    from rl.wandb_offline import read_history
+    from reports.wandb_offline import read_history
 
     files = offline_run_files(run_dir)
     if not files:
@@ -147,7 +147,7 @@ def offline_run_info(run_dir: str | Path) -> dict:
     """`run_id`, `project`, `name` and the `folder` of the run's offline W&B run (its run record)."""
     from wandb.proto import wandb_internal_pb2
 
-    from rl.wandb_offline import iter_records
+    from reports.wandb_offline import iter_records
 
     files = offline_run_files(run_dir)
     if not files:
@@ -221,6 +221,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rl.cli import run
+    from common.errors import run_command
 
-    sys.exit(run(main))
+    sys.exit(run_command(main))

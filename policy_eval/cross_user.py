@@ -30,10 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reward.errors import AdapterError, ConfigError
-from rl import ground_truth
-from rl.config import PigArguments
-from rl.evaluate_policy import (
+from common.errors import AdapterError, ConfigError
+from policy_eval.evaluate_policy import (
     SamplingArguments,
     check_models_for,
     comparison_summary,
@@ -46,6 +44,8 @@ from rl.evaluate_policy import (
     rewrite_prompts,
     truth_preferences,
 )
+from rl import ground_truth
+from rl.config import PigArguments
 
 FLOOR_MARGIN = 0.20
 """How far above the mean of its row's other cells an adapter's own-user cell must be (ground truth, vs original)."""
@@ -148,8 +148,8 @@ def matrix_floor(
 def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     from accelerate import PartialState
 
+    from common.devices import resolve_device
     from policies.rewriter import AdapterInfo, PromptRewriter, latest_adapter
-    from reward.devices import resolve_device
     from reward.users import UserDataError, load_user
     from rl.render import Renderer
     from rl.reward_stack import build_reward_stack
@@ -169,7 +169,7 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     infos = [AdapterInfo.load(a) for a in adapters]
     check_shared_base(adapters, infos)
     prompts = list(dict.fromkeys(args.eval_prompts or ground_truth.HELDOUT_PROMPTS))
-    device = resolve_device("auto")  # the rule of reward/devices.py
+    device = resolve_device("auto")  # the rule of common/devices.py
     out = Path(args.out or Path(pig_args.runs_dir) / "matrix" / time.strftime("%Y%m%d-%H%M%S"))
     check_models_for(pig_args, args.judge)
     n_users, k, samples, seed = len(users), args.eval_images, args.eval_samples, args.eval_seed
@@ -353,6 +353,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rl.cli import run
+    from common.errors import run_command
 
-    sys.exit(run(main))
+    sys.exit(run_command(main))

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from reward.errors import PigError
+from common.errors import PigError
 
 
 class ModelUnavailableError(PigError, RuntimeError):

@@ -31,7 +31,7 @@ prompt share the original's images, so the interval is, if anything, a little op
 Writes `results.json` and one `grid_<set>_<decoding>.png` per block (original | base | adapter per prompt) under
 `--eval_out` (default `runs/<user>/eval/<adapter's run>`). Judge, renderer and models come from training's config keys.
 The helpers below (rewriting, rendering once, scoring pairs, summaries) are shared with `pig matrix`
-(`rl/cross_user.py`).
+(`policy_eval/cross_user.py`).
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reward.errors import ConfigError
+from common.errors import ConfigError
+from reports.runs import COMPARISONS, format_summary
 from reward.eval.metrics import bootstrap_mean
 from reward.reduction import mean_or_none
 from rl import ground_truth
 from rl.config import CPU_DEFAULTS, PigArguments
 
-COMPARISONS = (("adapter", "base"), ("adapter", "original"), ("base", "original"))
 PROMPT_SETS = ("heldout", "training")
 DECODINGS = ("sampled", "greedy")
 MAX_HALF_WIDTH = 0.05
@@ -284,7 +284,7 @@ def judge_preferences(pig, context, pairs: list[Pair], images: dict) -> list[flo
 
 def check_models_for(pig_args: PigArguments, judge: bool) -> None:
     """Fail fast on a missing renderer, fidelity model, or (when judging) judge; the policy comes with the adapter."""
-    from reward.hub import check_models
+    from common.hub import check_models
     from rl.reward_stack import check_configured_models
 
     if judge:
@@ -329,8 +329,8 @@ def prompt_sets(user, eval_args: EvalArguments, sandbox: bool) -> dict[str, list
 def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     from accelerate import PartialState
 
+    from common.devices import resolve_device
     from policies.rewriter import PromptRewriter, latest_adapter
-    from reward.devices import resolve_device
     from reward.similarity import TextEmbedder
     from reward.users import UserDataError, load_user
     from rl.render import Renderer
@@ -346,7 +346,7 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     sets = prompt_sets(user, eval_args, sandbox=taste is not None)
     decodings = DECODINGS if eval_args.decoding == "both" else (eval_args.decoding,)
     blocks = [(name, decoding) for name in sets for decoding in decodings]
-    device = resolve_device("auto")  # the rule of reward/devices.py
+    device = resolve_device("auto")  # the rule of common/devices.py
     out = Path(eval_args.eval_out or Path(pig_args.runs_dir) / user.user_id / "eval" / adapter.parent.name)
     check_models_for(pig_args, eval_args.judge)
     k, samples = eval_args.eval_images, eval_args.eval_samples
@@ -474,16 +474,6 @@ def _fmt(value: float | None) -> str:
     return "undecided" if value is None else f"{value:.2f}"
 
 
-def format_summary(summary: dict | None) -> str:
-    """`0.62 [0.55, 0.69] +-0.07` (mean, 95% interval, half-width), or `-`."""
-    if summary is None or summary["preference"] is None:
-        return "-"
-    ci = summary["ci95"]
-    if ci is None:
-        return f"{summary['preference']:.2f}"
-    return f"{summary['preference']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] +-{summary['half_width']:.2f}"
-
-
 def print_report(results: dict) -> None:
     taste = results["taste"]
     print(f"user {results['user']}, adapter {results['adapter']}")
@@ -521,6 +511,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rl.cli import run
+    from common.errors import run_command
 
-    sys.exit(run(main))
+    sys.exit(run_command(main))

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from rl.runs import (
+from reports.runs import (
     Run,
     context_status,
     evaluation_rows,

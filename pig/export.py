@@ -10,7 +10,7 @@ The package holds:
 - `adapter_config.json`, `adapter_model.safetensors`: the PEFT LoRA adapter, as training saved it;
 - the policy's tokenizer and chat template (as training saved them next to the adapter);
 - `pig_adapter.json` (`policies.rewriter.AdapterInfo`): the system prompt, token cap and training temperature the
-  adapter must be served with; its `user_id` is a hash of the user's id (`rl.runs.user_hash`), not the id;
+  adapter must be served with; its `user_id` is a hash of the user's id (`reports.runs.user_hash`), not the id;
 - `README.md`: a model card: base model, the user's hash, the reward and training configuration the run recorded
   (its W&B run), the training steps and learning figures (log_history.json), the evaluation figures when
   `pig evaluate` was run on this adapter, and serving recipes (`pig rewrite`, PEFT in Python, vLLM multi-LoRA);
@@ -20,8 +20,8 @@ The package holds:
 Left out on purpose: the adapter's `training_args.bin` (a pickle, and it records the run's paths, which name the user),
 PEFT's template card (replaced), the learning-curve image (its title is the user id), sample grids and W&B files.
 
-It lives in `rl/` rather than `policies/` because it reads what training and evaluation wrote (the W&B run record,
-`pig evaluate`'s results), and `policies` never imports `rl`.
+The command reads what training and evaluation wrote (the W&B run record, `pig evaluate`'s results) through the one
+run reader, `reports.runs`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from common.errors import PigError
 from policies.rewriter import ADAPTER_META, AdapterInfo
-from reward.errors import PigError
-from rl.runs import (
+from reports.runs import (
     Run,
     evaluation_rows,
     evaluations,
@@ -192,8 +192,8 @@ def merge_adapter(adapter_dir: Path, out: Path, base_model: str) -> list[Path]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from common.hub import check_models, load_kwargs
     from policies.rewriter import check_adapter_files, check_adapter_fits
-    from reward.hub import check_models, load_kwargs
 
     check_models({"base model (--base_model)": base_model})
     check_adapter_files(adapter_dir)

@@ -186,7 +186,7 @@ def term_summary(history: list[dict], key: str) -> dict | None:
     points = series(history, key)
     if not points:
         return None
-    from rl.runs import quarter_means
+    from reports.runs import quarter_means
 
     values = [v for _, v in points]
     first_mean, last_mean, k = quarter_means(values)
@@ -317,7 +317,7 @@ def _find_evaluation(run_dir: Path, user_id: str, eval_dir) -> tuple[dict | None
 
 
 def _offline_run(run_dir: Path) -> Path | None:
-    from rl.wandb_offline import find_run_files
+    from reports.wandb_offline import find_run_files
 
     files = find_run_files(run_dir / "wandb") if (run_dir / "wandb").is_dir() else []
     return files[-1] if files else None
@@ -325,7 +325,7 @@ def _offline_run(run_dir: Path) -> Path | None:
 
 def _wandb_config(run_dir: Path) -> dict:
     """`{"pig", "policy", "trainer"}` as the run's offline W&B run recorded them; {} without one."""
-    from rl.wandb_offline import read_config
+    from reports.wandb_offline import read_config
 
     return read_config(run_dir / "wandb") or {}
 
@@ -501,7 +501,7 @@ def _context_section(run: RunFiles) -> str:
 
 
 def _eval_table(results: dict) -> str:
-    from rl.evaluate_policy import COMPARISONS, format_summary
+    from reports.runs import COMPARISONS, format_summary
 
     taste = results.get("taste")
     parts = [
@@ -705,7 +705,7 @@ def render_report(run: RunFiles) -> str:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, eval_dir: str | Path | None = None) -> Path:
     """Write the report of the run in `run_dir` to `out` (default `<run_dir>/report.html`); returns its path."""
-    from reward.files import atomic_write_text
+    from common.files import atomic_write_text
 
     run = read_run(run_dir, eval_dir)
     path = Path(out) if out else Path(run_dir) / REPORT_NAME
@@ -739,6 +739,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rl.cli import run
+    from common.errors import run_command
 
-    sys.exit(run(main))
+    sys.exit(run_command(main))
