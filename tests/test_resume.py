@@ -105,6 +105,30 @@ def _steps(rows: list[dict]) -> list[int]:
     return [r["step"] for r in rows if "loss" in r]
 
 
+def _logged_past_checkpoint(run_dir: Path) -> bool:
+    """A complete checkpoint exists, and metrics.jsonl holds a whole row of a later step."""
+    last = checkpoint.last_checkpoint(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if last is None or not metrics.is_file():
+        return False
+    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip().endswith("}")]
+    return any(step > checkpoint.checkpoint_step(last) for step in _steps(rows))
+
+
+def _frozen_and_still(proc: subprocess.Popen, condition, *args) -> bool:
+    """Stop `proc` and check `condition(*args)` while it cannot write; it stays stopped if the condition holds (for
+    the caller to kill it), else it continues."""
+    proc.send_signal(signal.SIGSTOP)
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)  # returns once it is stopped (or gone)
+    if not os.WIFSTOPPED(status):
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
+        return False
+    if condition(*args):
+        return True
+    proc.send_signal(signal.SIGCONT)
+    return False
+
+
 def test_sigkill_then_resume_continues_the_same_run(tiny_models, tmp_path):
     """A real `kill -9` after the first checkpoint and one more logged step, then `--resume` without a run name."""
     env = dict(os.environ, WANDB_MODE="offline", WANDB_DATA_DIR=str(tmp_path / "wandb-data"), HF_HUB_OFFLINE="1")
@@ -121,13 +145,13 @@ def test_sigkill_then_resume_continues_the_same_run(tiny_models, tmp_path):
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 400
     try:
-        # Wait for a logged step past the first checkpoint (checkpoint-2 is written right after step 2 is logged).
-        while time.time() < deadline and proc.poll() is None:
-            rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.is_file() else []
-            if any(r.get("step", 0) >= 3 and "loss" in r for r in rows):
-                break
+        # Kill once a step is logged past the last complete checkpoint. The run is frozen (SIGSTOP) while that is
+        # checked, so no checkpoint can land between the check and the kill: checking a running process raced with
+        # checkpoint-4, written right after step 4 is logged, and left no logged step past the checkpoint.
+        while not _logged_past_checkpoint(run_dir) or not _frozen_and_still(proc, _logged_past_checkpoint, run_dir):
+            assert proc.poll() is None, "the run ended before it was killed: " + (tmp_path / "first.log").read_text()
+            assert time.time() < deadline, "no step logged past a checkpoint in time"
             time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed: " + (tmp_path / "first.log").read_text()
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
