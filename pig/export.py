@@ -5,52 +5,31 @@
     pig export demo --out exports/demo --merge                # + merged/: base + adapter in one model (safetensors)
     pig export demo --out exports/demo --push_to_hub me/pig-demo   # + upload (needs the Hub and a token)
 
-The package holds:
-
-- `adapter_config.json`, `adapter_model.safetensors`: the PEFT LoRA adapter, as training saved it;
-- the policy's tokenizer and chat template (as training saved them next to the adapter);
-- `pig_adapter.json` (`policies.rewriter.AdapterInfo`): the system prompt, token cap and training temperature the
-  adapter must be served with; its `user_id` is a hash of the user's id (`reports.runs.user_hash`), not the id;
-- `README.md`: a model card: base model, the user's hash, the reward and training configuration the run recorded
-  (its W&B run), the training steps and learning figures (log_history.json), the evaluation figures when
-  `pig evaluate` was run on this adapter, and serving recipes (`pig rewrite`, PEFT in Python, vLLM multi-LoRA);
-- with `--merge`, `merged/`: PEFT's `merge_and_unload` of base + adapter saved as safetensors with the tokenizer,
-  loadable by `transformers.AutoModelForCausalLM.from_pretrained`.
-
-Left out on purpose: the adapter's `training_args.bin` (a pickle, and it records the run's paths, which name the user),
-PEFT's template card (replaced), the learning-curve image (its title is the user id), sample grids and W&B files.
-
-The command reads what training and evaluation wrote (the W&B run record, `pig evaluate`'s results) through the one
-run reader, `reports.runs`.
+The package (what it holds and leaves out) is `policies.export`'s; this command finds the run through the one run
+reader (`reports.runs`) and writes the package's model card from what the run recorded: base model, the user's hash,
+the reward and training configuration (its W&B run), the training steps and learning figures (log_history.json),
+the evaluation figures when `pig evaluate` was run on this adapter, and the serving recipes.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
-from common.errors import PigError
-from policies.rewriter import ADAPTER_META, AdapterInfo
-from reports.runs import (
-    Run,
-    evaluation_rows,
-    evaluations,
-    learning_summary,
-    read_history,
-    resolve_run,
-    run_config,
+from policies.export import (
+    ADAPTER_META,
+    MERGED,
+    ExportError,
+    export_adapter,
+    packaged_files,
+    push_to_hub,
+    serving_recipes,
     user_hash,
 )
-
-LEFT_OUT = {"README.md", "training_args.bin", ADAPTER_META}
-"""Files of the adapter folder not copied as they are: PEFT's template card and pig_adapter.json are rewritten,
-training_args.bin is a pickle holding the run's paths (which name the user)."""
-MERGED = "merged"
+from reports.runs import Run, evaluation_rows, evaluations, learning_summary, read_history, resolve_run, run_config
 
 REWARD_KEYS = (
     "algorithm",
@@ -97,9 +76,6 @@ TRAINER_KEYS = (
 """Trainer (TRL config) fields shown in the card, where the trainer has them (DPOConfig has no num_generations)."""
 
 
-class ExportError(PigError, RuntimeError):
-    """The package cannot be written or pushed; the message says why and what to do."""
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -130,9 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.push_to_hub is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
         parser.error(f"--push_to_hub takes a Hub repo id 'owner/name', got {args.push_to_hub!r}.")
-    run = resolve_run(args.run, args.runs_dir)
+    run = resolve_run(args.run, args.runs_dir, need_adapter=True)
     try:
-        written = export_adapter(run, args.out, force=args.force, merge=args.merge, base_model=args.base_model)
+        written = export_adapter(
+            run.adapter_dir,
+            args.out,
+            model_card(run, merged=args.merge),
+            force=args.force,
+            merge=args.merge,
+            base_model=args.base_model,
+            source=run.run_dir,
+        )
         print(f"exported {run.adapter_dir} (user {user_hash(run.info.user_id)}) -> {args.out}")
         for path in written:
             print(f"  {path.relative_to(args.out)}  ({_size(path)})")
@@ -145,89 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def export_adapter(
-    run: Run, out: str | Path, *, force: bool = False, merge: bool = False, base_model: str | None = None
-) -> list[Path]:
-    """Write `run`'s package to `out`; returns the files written (merged/ as one entry per file)."""
-    out = Path(out)
-    _check_out(run, out, force)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for src in sorted(run.adapter_dir.iterdir()):
-        if src.is_file() and src.name not in LEFT_OUT:
-            shutil.copyfile(src, out / src.name)
-            written.append(out / src.name)
-    dataclasses.replace(run.info, user_id=user_hash(run.info.user_id)).save(out)
-    written.append(out / ADAPTER_META)
-    if (out / MERGED).is_dir():  # an earlier export's merged weights (only an export gets this far with --force)
-        shutil.rmtree(out / MERGED)
-    if merge:
-        written += merge_adapter(out, out / MERGED, base_model or run.info.base_model)
-    (out / "README.md").write_text(model_card(run, merged=merge), encoding="utf-8")
-    written.append(out / "README.md")
-    return written
-
-
-def _check_out(run: Run, out: Path, force: bool) -> None:
-    resolved = out.resolve()
-    if resolved == run.run_dir.resolve() or run.run_dir.resolve() in resolved.parents:
-        raise ExportError(f"--out {out} is inside the run folder {run.run_dir}: export to a folder of its own.")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file: give a folder.")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise ExportError(f"--out {out} is not empty: choose another folder, or pass --force to replace it.")
-        if not (out / ADAPTER_META).is_file():
-            # --force replaces a package, never an arbitrary folder's contents (think `--out .`).
-            raise ExportError(
-                f"--out {out} is not empty and holds no {ADAPTER_META}: it is not an earlier export, so --force "
-                "will not write into it. Choose an empty or new folder."
-            )
-
-
-def merge_adapter(adapter_dir: Path, out: Path, base_model: str) -> list[Path]:
-    """Base + adapter merged into plain weights (PEFT `merge_and_unload`), saved as safetensors with the tokenizer
-    and pig_adapter.json (the merged model still needs its system prompt and token cap)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from common.hub import check_models, load_kwargs
-    from policies.rewriter import check_adapter_files, check_adapter_fits
-
-    check_models({"base model (--base_model)": base_model})
-    check_adapter_files(adapter_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, **load_kwargs())
-    check_adapter_fits(adapter_dir, base, base_model)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(str(out), safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(adapter_dir), **load_kwargs(weights=False)).save_pretrained(str(out))
-    shutil.copyfile(adapter_dir / ADAPTER_META, out / ADAPTER_META)
-    return sorted(p for p in out.rglob("*") if p.is_file())
-
-
-def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
-    """Upload the package with huggingface_hub (create the repo if needed). Any failure (offline, no token, no
-    permission, network) becomes an ExportError naming the cause and how to push the written package later."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    try:
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="pig export")
-    except Exception as err:  # offline mode, missing token, HTTP and connection errors: one message, cause chained
-        raise ExportError(
-            f"could not push {folder} to the Hub repo {repo_id} ({type(err).__name__}: {err}). The package in "
-            f"{folder} is complete: push it later from a machine with the Hub, e.g. `hf upload {repo_id} {folder}`."
-        ) from err
-    return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
-
-
 # ------------------------------------------------------------------------------------------------------ the card
 def model_card(run: Run, merged: bool = False) -> str:
     """The package's README.md: what the adapter is, how it was trained and evaluated, how to serve it."""
     info, who = run.info, user_hash(run.info.user_id)
-    copied = sorted(p.name for p in run.adapter_dir.iterdir() if p.is_file() and p.name not in LEFT_OUT)
+    copied = packaged_files(run.adapter_dir)
     tokenizer = ", ".join(f"`{n}`" for n in copied if not n.startswith("adapter_")) or "(none saved)"
     config = run_config(run)
     history = learning_summary(read_history(run))
@@ -379,92 +285,3 @@ def _size(path: Path) -> str:
     return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
 
 
-# -------------------------------------------------------------------------------------------------- serving recipes
-def peft_script(adapters: dict[str, str], prompts: list[str]) -> str:
-    """A standalone Python script (transformers + peft only) serving several users' exported adapters on one base
-    model: the base is loaded once, each adapter with `load_adapter`, and `set_adapter` picks the user per request.
-    Greedy; the rewrite is the answer's first line. `pig rewrite` also blocks 3-grams repeated within the answer."""
-    return f"""import json
-
-import torch
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-ADAPTERS = {json.dumps(adapters)}  # name -> exported folder, all of one base model
-PROMPTS = {json.dumps(prompts)}
-
-infos = {{name: json.load(open(f"{{folder}}/pig_adapter.json")) for name, folder in ADAPTERS.items()}}
-first = next(iter(ADAPTERS))
-tokenizer = AutoTokenizer.from_pretrained(ADAPTERS[first])
-base = AutoModelForCausalLM.from_pretrained(infos[first]["base_model"], dtype=torch.float32)  # loaded once
-model = PeftModel.from_pretrained(base, ADAPTERS[first], adapter_name=first)
-for name, folder in ADAPTERS.items():
-    if name != first:
-        model.load_adapter(folder, adapter_name=name)
-model.eval()
-
-
-def rewrite(name, prompt):
-    info = infos[name]
-    model.set_adapter(name)
-    chat = [{{"role": "system", "content": info["system_prompt"]}}]
-    for question, answer in info["few_shot"]:
-        chat += [{{"role": "user", "content": question}}, {{"role": "assistant", "content": answer}}]
-    chat.append({{"role": "user", "content": prompt}})
-    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-    with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=info["max_new_tokens"], do_sample=False)
-    answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-    return answer.splitlines()[0] if answer else ""
-
-
-for prompt in PROMPTS:
-    for name in ADAPTERS:
-        print(json.dumps({{"adapter": name, "prompt": prompt, "rewrite": rewrite(name, prompt)}}))
-"""
-
-
-def serving_recipes(info: AdapterInfo, adapters: dict[str, str], lora_r: int) -> list[str]:
-    """Markdown: `pig rewrite`, PEFT in Python (several adapters, one base) and vLLM multi-LoRA."""
-    name, folder = next(iter(adapters.items()))
-    modules = " ".join(f"{n}={f}" for n, f in adapters.items())
-    system = json.dumps(info.system_prompt).replace("'", "'\\''")  # inside the shell's single quotes
-    return [
-        "With pig-rl installed:",
-        "",
-        "```bash",
-        f'pig rewrite --adapter {folder} "a lighthouse on a cliff"',
-        f"pig rewrite --adapter {folder} --file prompts.txt --out rewrites.jsonl",
-        "```",
-        "",
-        "Many users on one base model with PEFT (load the base once, one `load_adapter` per user, `set_adapter` per "
-        "request; add one entry per exported adapter to `ADAPTERS`):",
-        "",
-        "```python",
-        peft_script(adapters, ["a lighthouse on a cliff"]).rstrip(),
-        "```",
-        "",
-        f"Many users on one base model with vLLM's multi-LoRA serving (not run in pig-rl's tests: they have no GPU). "
-        f"`--max-lora-rank` must be at least the adapter's rank ({lora_r}); `--max-loras` is how many adapters one "
-        "batch may mix. Each exported folder is one `--lora-modules name=folder`; a request names its user's adapter "
-        f"as the model, with the system prompt and token cap of `{ADAPTER_META}`:",
-        "",
-        "```bash",
-        f"vllm serve {info.base_model} --enable-lora --max-lora-rank {max(16, lora_r)} --max-loras 4 \\",
-        f"    --lora-modules {modules}",
-        "curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{",
-        f'  "model": "{name}", "temperature": 0, "max_tokens": {info.max_new_tokens},',
-        f'  "messages": [{{"role": "system", "content": {system}}},',
-        '               {"role": "user", "content": "a lighthouse on a cliff"}]}\'',
-        "```",
-        "",
-        *(
-            [f"Send the few-shot turns of `{ADAPTER_META}` as user/assistant messages before the prompt.", ""]
-            if info.few_shot
-            else []
-        ),
-        "Pushing the package to the Hugging Face Hub: `pig export ... --push_to_hub owner/name` (or "
-        "`hf upload owner/name <folder>`); it needs the network and a token, and was not tested where this package "
-        "was made (no Hub access there).",
-    ]

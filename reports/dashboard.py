@@ -22,7 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from reports.report import group_metrics, resolve_run, ungrouped
+from reports.report import group_metrics, ungrouped
+from reports.runs import resolve_run
 
 STEP = "train/global_step"
 """The x axis: transformers' W&B callback logs every trainer metric against it."""
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry_run", action="store_true", help="print the panels as JSON; no account, no network")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
-    run_dir = resolve_run(args.run, args.runs_dir)
+    run_dir = resolve_run(args.run, args.runs_dir).run_dir
     scalars, media = logged_keys(run_dir)
     spec = panel_spec(scalars, media)
     if args.dry_run:

@@ -30,8 +30,10 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from reports.runs import latest_evaluation, resolve_run, run_config, run_context
 
 REPORT_NAME = "report.html"
 NAMESPACES = ("reward/", "judge/", "render/", "policy/", "time/")
@@ -220,100 +222,44 @@ class RunFiles:
     eval_dir: Path | None
 
 
-def resolve_run(target: str | Path, runs_dir: str | Path = "runs") -> Path:
-    """A run folder from a run folder, an adapter folder, or a user id (`runs/<user>/LATEST`)."""
-    path = Path(target)
-    if path.is_dir():
-        if (path / "log_history.json").is_file() or (path / "adapter").is_dir():
-            return path
-        if (path / "adapter_config.json").is_file():
-            return path.parent
-        raise FileNotFoundError(
-            f"{path} is not a run folder: it holds neither log_history.json nor adapter/. Pass a run folder written "
-            "by rl/train_policy.py (runs/<user>/<run>) or a user id."
-        )
-    pointer = Path(runs_dir) / str(target) / "LATEST"
-    if not pointer.is_file():
-        raise FileNotFoundError(
-            f"{target!r} is neither a folder nor a user with a finished run ({pointer} is missing). Pass a run "
-            f"folder (runs/<user>/<run>) or train one first: pig train --user {target}."
-        )
-    from policies.rewriter import latest_adapter
-
-    return latest_adapter(str(target), runs_dir).parent  # a corrupt pointer is named with the fix
-
-
 def read_run(run_dir: str | Path, eval_dir: str | Path | None = None) -> RunFiles:
-    """Read a run folder; `eval_dir` is the evaluation to show (default: `runs/<user>/eval/<run>` if it scored
-    this run's adapter)."""
-    run_dir = Path(run_dir)
-    history_path = run_dir / "log_history.json"
+    """Read a run folder through the run reader (`reports.runs`); `eval_dir` is the evaluation to show (default: the
+    newest `pig evaluate` of this run's adapter that is not stale, `reports.runs.latest_evaluation`)."""
+    run = resolve_run(run_dir)
+    history_path = run.run_dir / "log_history.json"
     if not history_path.is_file():
         raise FileNotFoundError(
             f"{history_path} is missing: the run did not finish (rl/train_policy.py writes it with the adapter). "
             "Pass a finished run folder."
         )
     history = json.loads(history_path.read_text(encoding="utf-8"))
-    meta = run_dir / "adapter" / "pig_adapter.json"
-    adapter = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
-    user_id = adapter["user_id"] if adapter else run_dir.parent.name
-    context, context_note = _find_context(run_dir, user_id)
-    evaluation, eval_path = _find_evaluation(run_dir, user_id, eval_dir)
+    context, context_note = run_context(run)
+    if eval_dir is not None:
+        path = Path(eval_dir) / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: pass the --eval_out folder of a `pig evaluate` run.")
+        evaluation, eval_path = json.loads(path.read_text(encoding="utf-8")), Path(eval_dir)
+    else:
+        latest = latest_evaluation(run)
+        evaluation, eval_path = (latest.results, latest.path.parent) if latest else (None, None)
     if evaluation and evaluation.get("context_key"):
-        keyed = run_dir.parent / "context" / f"{evaluation['context_key']}.json"
+        keyed = run.user_runs / "context" / f"{evaluation['context_key']}.json"
         if keyed.is_file():
             context = json.loads(keyed.read_text(encoding="utf-8"))
             context_note = f"{keyed.name}: the context the evaluation judged with"
     return RunFiles(
-        run_dir=run_dir,
-        user_id=user_id,
+        run_dir=run.run_dir,
+        user_id=run.user_id,
         history=history,
-        adapter=adapter,
+        adapter=asdict(run.info) if run.info is not None else None,
         context=context,
         context_note=context_note,
-        config=_wandb_config(run_dir),
-        sample_grids=sorted((run_dir / "samples").glob("step_*.png")),
-        sample_rows=_sample_rows(run_dir),
+        config=run_config(run) or {},
+        sample_grids=sorted((run.run_dir / "samples").glob("step_*.png")),
+        sample_rows=_sample_rows(run.run_dir),
         evaluation=evaluation,
         eval_dir=eval_path,
     )
-
-
-def _find_context(run_dir: Path, user_id: str) -> tuple[dict | None, str]:
-    """The user's cached context: the only one, or the newest built before the run's adapter was saved.
-
-    The run folder does not record its context's key; the cache is keyed by the reasoner, template, generation
-    settings and references, so several contexts exist only after one of those changed.
-    """
-    folder = run_dir.parent / "context"
-    found = []
-    for path in sorted(folder.glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("user_id") == user_id:
-            found.append((data.get("created_at", 0.0), path, data))
-    if not found:
-        return None, f"no cached context for {user_id} in {folder}"
-    if len(found) == 1:
-        return found[0][2], found[0][1].name
-    saved = (run_dir / "log_history.json").stat().st_mtime
-    before = [f for f in found if f[0] <= saved] or found
-    created, path, data = max(before, key=lambda f: f[0])
-    return data, f"{path.name}: the newest of {len(found)} cached contexts built before this run ended"
-
-
-def _find_evaluation(run_dir: Path, user_id: str, eval_dir) -> tuple[dict | None, Path | None]:
-    explicit = eval_dir is not None
-    folder = Path(eval_dir) if explicit else run_dir.parent / "eval" / run_dir.name
-    path = folder / "results.json"
-    if not path.is_file():
-        if explicit:
-            raise FileNotFoundError(f"{path} is missing: pass the --eval_out folder of a `pig evaluate` run.")
-        return None, None
-    results = json.loads(path.read_text(encoding="utf-8"))
-    scored = Path(results.get("adapter", ""))
-    if not explicit and scored.parts[-3:] != (run_dir / "adapter").parts[-3:]:
-        return None, None  # a folder of the same name that scored another adapter
-    return results, folder
 
 
 def _offline_run(run_dir: Path) -> Path | None:
@@ -321,13 +267,6 @@ def _offline_run(run_dir: Path) -> Path | None:
 
     files = find_run_files(run_dir / "wandb") if (run_dir / "wandb").is_dir() else []
     return files[-1] if files else None
-
-
-def _wandb_config(run_dir: Path) -> dict:
-    """`{"pig", "policy", "trainer"}` as the run's offline W&B run recorded them; {} without one."""
-    from reports.wandb_offline import read_config
-
-    return read_config(run_dir / "wandb") or {}
 
 
 def _sample_rows(run_dir: Path) -> list[dict]:
@@ -733,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs_dir", default="runs", help="where user ids are looked up (default: runs)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    path = write_report(resolve_run(args.run, args.runs_dir), args.out, args.eval_dir)
+    path = write_report(resolve_run(args.run, args.runs_dir).run_dir, args.out, args.eval_dir)
     print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

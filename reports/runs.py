@@ -8,12 +8,12 @@ evaluations of an adapter, the training configuration a run recorded, the cached
     runs/<user>/eval/<name>/results.json  `pig evaluate` of one adapter (its path is recorded in the file)
     runs/<user>/context/<key>.json        cached user contexts (reward/context.py)
 
-Shared by `pig export` (pig/export.py) and `pig users` (pig/users.py).
+The one reader of run folders: `pig report` and `pig dashboard` (reports/), `pig users` and `pig export` (pig/) find a
+run with `resolve_run` and its evaluations with `evaluations`, so they always show the same ones.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,22 +23,14 @@ from policies.rewriter import ADAPTER_META, AdapterInfo, latest_adapter
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def user_hash(user_id: str) -> str:
-    """A stable pseudonym for a user id: the first 16 hex digits of its SHA-256.
-
-    It lets whoever knows the id match an adapter to its user without the package revealing the id. It is not
-    anonymization: a short, guessable id can be found by hashing candidates.
-    """
-    return "sha256:" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:16]
-
-
 @dataclass
 class Run:
-    """One training run of a user: its folder, its adapter and the adapter's metadata."""
+    """One training run of a user: its folder, its adapter folder and the adapter's metadata (`info`: None when the
+    run saved no complete adapter, e.g. a run folder holding only its log_history.json)."""
 
     run_dir: Path
     adapter_dir: Path
-    info: AdapterInfo
+    info: AdapterInfo | None
 
     @property
     def name(self) -> str:
@@ -49,6 +41,11 @@ class Run:
         """runs/<user>/: where the user's runs, evaluations and contexts live."""
         return self.run_dir.parent
 
+    @property
+    def user_id(self) -> str:
+        """The user the run trained for: the adapter's record, else the name of the user's runs folder."""
+        return self.info.user_id if self.info is not None else self.user_runs.name
+
 
 def load_run(adapter_dir: str | Path) -> Run:
     """The run that wrote `adapter_dir` (a folder holding adapter_config.json and pig_adapter.json)."""
@@ -58,25 +55,41 @@ def load_run(adapter_dir: str | Path) -> Run:
     return Run(adapter_dir.parent, adapter_dir, AdapterInfo.load(adapter_dir))
 
 
-def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Run:
-    """`run` is a run folder (holding `adapter/`), an adapter folder, or a user id (its `runs/<user>/LATEST`)."""
-    path = Path(run)
-    if (path / "adapter" / "adapter_config.json").is_file():
-        return load_run(path / "adapter")
-    if (path / "adapter_config.json").is_file():
-        return load_run(path)
+def resolve_run(target: str | Path, runs_dir: str | Path = "runs", need_adapter: bool = False) -> Run:
+    """The run `target` names: a run folder (runs/<user>/<run>), an adapter folder (<run>/adapter), or a user id (the
+    run its `runs/<user>/LATEST` points at).
+
+    Args:
+        need_adapter: the run must hold a complete adapter (`pig export`). Without it a run folder that holds a
+            log_history.json or an adapter/ folder is a run (`pig report`, `pig dashboard`), with `info` None when
+            its adapter is incomplete.
+
+    Raises:
+        FileNotFoundError: `target` is neither, with what to pass instead.
+    """
+    path = Path(target)
     if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            return load_run(path)
+        adapter = path / "adapter"
+        if (adapter / "adapter_config.json").is_file() and ((adapter / ADAPTER_META).is_file() or need_adapter):
+            return load_run(adapter)
+        if not need_adapter and ((path / "log_history.json").is_file() or adapter.is_dir()):
+            return Run(path, adapter, None)
         raise FileNotFoundError(
-            f"{path} is a folder but holds neither adapter/adapter_config.json (a run folder) nor adapter_config.json "
-            "(an adapter folder). Give a run folder such as runs/<user>/<run>, or a user id."
+            f"{path} is not a run folder{' with a trained adapter' if need_adapter else ''}: it holds neither "
+            f"adapter/adapter_config.json{'' if need_adapter else ' nor log_history.json'}, and it is not an adapter "
+            "folder (adapter_config.json). Pass a run folder written by rl/train_policy.py (runs/<user>/<run>), an "
+            "adapter folder or a user id."
         )
-    if (Path(runs_dir) / str(run) / "LATEST").is_file():
-        return load_run(latest_adapter(str(run), runs_dir))
-    raise FileNotFoundError(
-        f"{run!r} is neither a run folder, an adapter folder, nor a user with a trained adapter "
-        f"({Path(runs_dir) / str(run) / 'LATEST'} is missing). Give runs/<user>/<run> or a trained user's id "
-        "(see `pig users`)."
-    )
+    pointer = Path(runs_dir) / str(target) / "LATEST"
+    if not pointer.is_file():
+        raise FileNotFoundError(
+            f"{str(target)!r} is neither a run folder, an adapter folder, nor a user with a trained adapter "
+            f"({pointer} is missing). Pass runs/<user>/<run> or a trained user's id (see `pig users`), or train one "
+            f"first: pig train --user {target}."
+        )
+    return load_run(latest_adapter(str(target), runs_dir))  # a corrupt pointer is named with the fix
 
 
 def user_runs(runs_dir: str | Path, user_id: str) -> list[Run]:
@@ -116,6 +129,8 @@ def evaluations(run: Run) -> list[Evaluation]:
     evaluation matches when that path resolves to this adapter or ends in this run's `<user>/<run>/adapter`, and it
     scored the adapter's own user (`pig evaluate --user B --adapter <A's adapter>` measures user B's taste).
     """
+    if run.info is None:
+        return []  # an evaluation scores an adapter
     found = []
     weights = run.adapter_dir / ADAPTER_WEIGHTS
     written = weights.stat().st_mtime if weights.is_file() else 0.0
@@ -217,6 +232,29 @@ def read_history(run: Run) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------- user contexts
+def run_context(run: Run) -> tuple[dict | None, str]:
+    """The user's cached context: the only one, or the newest built before the run's adapter was saved.
+
+    The run folder does not record its context's key; the cache is keyed by the reasoner, template, generation
+    settings and references, so several contexts exist only after one of those changed.
+    """
+    run_dir, user_id = run.run_dir, run.user_id
+    folder = run.user_runs / "context"
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("user_id") == user_id:
+            found.append((data.get("created_at", 0.0), path, data))
+    if not found:
+        return None, f"no cached context for {user_id} in {folder}"
+    if len(found) == 1:
+        return found[0][2], found[0][1].name
+    saved = (run_dir / "log_history.json").stat().st_mtime
+    before = [f for f in found if f[0] <= saved] or found
+    created, path, data = max(before, key=lambda f: f[0])
+    return data, f"{path.name}: the newest of {len(found)} cached contexts built before this run ended"
+
+
 @dataclass
 class ContextStatus:
     """The cached contexts of a user (reward/context.py) and whether one was built from the current references.

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -63,8 +62,8 @@ def _all_text(folder) -> str:
 
 
 def test_package_is_complete_self_describing_and_names_no_user(trained, tmp_path):
+    from policies.export import user_hash
     from policies.rewriter import AdapterInfo, PromptRewriter
-    from reports.runs import user_hash
 
     out = tmp_path / "pkg"
     assert _export([trained["run"], "--out", out]) == 0
@@ -153,9 +152,8 @@ def test_peft_recipe_serves_two_adapters_on_one_base_as_each_alone(trained, tiny
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from pig.export import peft_script
+    from policies.export import peft_script, user_hash
     from policies.rewriter import AdapterInfo, PromptRewriter, generate_completions
-    from reports.runs import user_hash
 
     other_run = trained["runs"] / "bob" / "random-lora"
     torch.manual_seed(0)
@@ -196,11 +194,11 @@ def test_peft_recipe_serves_two_adapters_on_one_base_as_each_alone(trained, tiny
 def test_push_to_hub_offline_fails_with_a_clear_message_after_writing(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "pkg"
-    started = time.time()
     assert _export([trained["run"], "--out", out, "--push_to_hub", "someone/pig-adapter"]) == 2
     err = capsys.readouterr().err
     assert "could not push" in err and "hf upload someone/pig-adapter" in err
-    assert time.time() - started < 30 and (out / "README.md").is_file() and (out / "pig_adapter.json").is_file()
+    assert "OfflineModeIsEnabled" in err  # refused by the offline mode at once, not a network call that timed out
+    assert (out / "README.md").is_file() and (out / "pig_adapter.json").is_file()
     with pytest.raises(SystemExit):
         _export([trained["run"], "--out", tmp_path / "y", "--push_to_hub", "not a repo"])
 

@@ -83,7 +83,8 @@ def test_term_summary_matches_the_training_summary():
 
 
 def test_a_folder_that_is_not_a_run_is_refused_with_the_fix(tmp_path):
-    from reports.report import read_run, resolve_run
+    from reports.report import read_run
+    from reports.runs import resolve_run
 
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         resolve_run(tmp_path)
