@@ -238,12 +238,10 @@ def test_order_preserved_and_concurrency_limited(server, no_key):
     server.delay = 0.1
     backend = _backend(server, no_key, concurrency=4)
     markers = [f"item-{i}" for i in range(16)]
-    started = time.perf_counter()
     answers = backend.generate([_conversation(m) for m in markers], GREEDY)
-    elapsed = time.perf_counter() - started
     assert answers == [f"answer to {m}" for m in markers]
+    # requests overlapped, never more than 4 at once (counted by the server, not timed: a loaded CPU stretches time)
     assert 2 <= server.max_in_flight <= 4
-    assert elapsed < 16 * 0.1  # requests overlapped
 
 
 def test_images_sent_as_png_data_urls(server, no_key):
@@ -306,9 +304,9 @@ def test_retries_on_5xx_429_and_malformed_bodies_are_counted(server, no_key):
 def test_timeout_then_success(server, no_key):
     server.plan = {"slow": ["slow", "ok"]}
     backend = _backend(server, no_key, timeout=0.3)
-    started = time.perf_counter()
     assert backend.generate([_conversation("slow")], GREEDY) == ["answer to slow"]
-    assert time.perf_counter() - started < server.slow_s  # gave up on the slow attempt instead of waiting it out
+    # It gave up on the slow attempt instead of waiting it out: the slow attempt answers too (after slow_s), so a
+    # client that waited would have its answer from the first attempt and never send a second.
     assert server.hits["slow"] == 2 and backend.pop_metrics()["judge/http_retries"] == 1
 
 

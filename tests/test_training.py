@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -288,7 +287,6 @@ def test_cpu_yaml_matches_embedded_defaults(tmp_path):
 
 def test_gpu_config_parses_then_fails_fast_offline(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), WANDB_MODE="disabled")
-    started = time.time()
     proc = subprocess.run(
         [sys.executable, "rl/train_policy.py", "--config", "configs/gpu.yaml", "--user", "demo"],
         cwd=REPO,
@@ -306,7 +304,8 @@ def test_gpu_config_parses_then_fails_fast_offline(tmp_path):
         "Qwen/Qwen2.5-1.5B-Instruct",
     ):
         assert model in proc.stderr
-    assert time.time() - started < 120
+    # fast: the check runs before any model is loaded, and ends in one message, not a loading error's traceback
+    assert "Traceback" not in proc.stderr
 
 
 def test_bad_config_key_is_an_error(tmp_path):
