@@ -324,3 +324,12 @@ def test_save_image_keeps_jpeg_bytes_and_converts_the_rest(tmp_path):
     with pytest.raises(ImageProblem) as err:
         save_image(b"not an image", tmp_path / "d", "jpg_0")
     assert err.value.reason == "undecodable_image"
+
+
+@pytest.mark.parametrize("line", ["1", "null", '"a row"', "[1, 2]"])
+def test_a_jsonl_line_that_is_no_object_is_refused_by_its_number(tmp_path, line):
+    """Found by the fuzzer (`tests/test_fuzz.py`): JSON that is not an object crashed the reader (TypeError)."""
+    table = tmp_path / "rankings.jsonl"
+    table.write_text(json.dumps(dict.fromkeys(importers.PIGBENCH_COLUMNS, "x")) + "\n" + line + "\n")
+    with pytest.raises(ValueError, match=r"rankings.jsonl: line 2 is JSON but not an object"):
+        importers.read_ranking_table(table)

@@ -157,9 +157,15 @@ def read_ranking_table(table: Path, column_map: dict[str, str] | None = None) ->
         for i, line in enumerate(table.read_text(encoding="utf-8").splitlines()):
             if line.strip():
                 try:
-                    raw.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{table}: line {i + 1} is not JSON ({err}).") from err
+                if not isinstance(row, dict):
+                    raise ValueError(
+                        f"{table}: line {i + 1} is JSON but not an object ({type(row).__name__}): every line must be "
+                        f"one row, an object with the columns {list(PIGBENCH_COLUMNS)}."
+                    )
+                raw.append(row)
         found = sorted({k for r in raw for k in r})
     else:
         raise ValueError(f"Ranking table {table} must be .csv or .jsonl (columns {list(PIGBENCH_COLUMNS)}).")
