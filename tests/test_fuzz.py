@@ -21,6 +21,16 @@ from reward.eval.importers import PIGBENCH_COLUMNS, import_pigbench, pickapic_la
 from reward.parsing import STATUSES, find_loop, parse_verdict
 
 BUDGET = {"parser": 400, "importer": 60, "config": 120}
+# The ways each target's cases must end, each at least once within its budget: a target whose cases all end one way
+# (every table refused before the import runs, every config refused before the parse) tests less than it claims.
+OUTCOMES = {
+    "parser_never_raises": {"ok", "no_verdict", "other status"},
+    "importer_pigbench_tables": {"refused", "imported"},
+    "importer_pickapic_labels": {"label None", "label 0", "label 1", "label 2"},
+    "importer_raw_table_text": {"read", "refused"},
+    "config_mappings": {"ConfigError", "parsed"},  # argparse's own refusal is allowed, not expected
+    "config_raw_text": {"checked", "ConfigError"},
+}
 
 
 def _fuzz(name: str):
@@ -36,18 +46,18 @@ def _fuzz(name: str):
 
 @pytest.fixture()
 def tally(request, capsys):
-    """Counts the cases a fuzz test ran and prints `fuzz <target>: budget N, cases run M, crashes 0`."""
+    """Counts the cases a fuzz test ran and how each ended, prints `fuzz <target>: budget N, cases run M (outcome
+    count, ...)`, and fails when fewer cases than the budget ran or an outcome of `OUTCOMES` never came."""
     counter = {"cases": 0}
     yield counter
     name = request.node.name.removeprefix("test_fuzz_")
     budget = BUDGET[name.split("_")[0]]
-    outcomes = ", ".join(f"{k} {v}" for k, v in counter.items() if k != "cases")
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(counter.items()) if k != "cases")
     with capsys.disabled():
-        print(
-            f"\nfuzz {name}: budget {budget}, cases run {counter['cases']}, crashes 0"
-            + (f" ({outcomes})" * bool(outcomes))
-        )
-    assert counter["cases"] > 0
+        print(f"\nfuzz {name}: budget {budget}, cases run {counter['cases']} ({outcomes})")
+    assert counter["cases"] >= budget, f"{counter['cases']} cases ran, fewer than the budget of {budget}"
+    missing = OUTCOMES[name] - set(counter)
+    assert not missing, f"no case of {counter['cases']} ended {sorted(missing)}: the fuzzer does not reach that path"
 
 
 # ---------------------------------------------------------------------------------------------- verdict parser
@@ -83,6 +93,8 @@ def test_fuzz_parser_never_raises(text, tally):
     tally["cases"] += 1
     verdict = parse_verdict(text)
     assert verdict.status in STATUSES
+    outcome = verdict.status if verdict.status in ("ok", "no_verdict") else "other status"
+    tally[outcome] = tally.get(outcome, 0) + 1
     assert verdict.winner in (None, 0, 1, 2)
     assert verdict.preference_for_1 is None or 0.0 <= verdict.preference_for_1 <= 1.0
     loop = find_loop(text)
@@ -145,15 +157,36 @@ def test_fuzz_importer_pigbench_tables(rows, kind, drop, junk_line, tally):
         assert log is not None
 
 
+_LABEL = st.one_of(_CELL, st.sampled_from([0, 1, 0.5, 0.0, 1.0, "1", "0.5"]))  # Pick-a-Pic's own labels too
+
+
 @_fuzz("importer")
-@given(a=_CELL, b=_CELL)
+@given(a=_LABEL, b=_LABEL)
 def test_fuzz_importer_pickapic_labels(a, b, tally):
     tally["cases"] += 1
-    assert pickapic_label(a, b) in (None, 0, 1, 2)
+    label = pickapic_label(a, b)
+    assert label in (None, 0, 1, 2)
+    tally[f"label {label}"] = tally.get(f"label {label}", 0) + 1
+
+
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
+_TABLE_TEXT = st.one_of(
+    st.text(max_size=300),
+    # JSON lines: table rows, and JSON values that are no rows
+    st.lists(st.one_of(_ROW, _JSON).map(json.dumps), max_size=6).map("\n".join),
+    # CSV under the table's header
+    st.lists(st.lists(st.text(max_size=6), max_size=6).map(",".join), max_size=5).map(
+        lambda lines: "\n".join([",".join(PIGBENCH_COLUMNS), *lines])
+    ),
+)
 
 
 @_fuzz("importer")
-@given(text=st.text(max_size=300), kind=st.sampled_from(["jsonl", "csv", "txt"]))
+@given(text=_TABLE_TEXT, kind=st.sampled_from(["jsonl", "csv", "txt"]))
 def test_fuzz_importer_raw_table_text(text, kind, tally):
     tally["cases"] += 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,7 +195,9 @@ def test_fuzz_importer_raw_table_text(text, kind, tally):
         try:
             read_ranking_table(table)
         except ValueError:
-            pass
+            tally["refused"] = tally.get("refused", 0) + 1
+        else:
+            tally["read"] = tally.get("read", 0) + 1
 
 
 # ----------------------------------------------------------------------------------------------- config loader
@@ -220,7 +255,7 @@ def test_fuzz_config_mappings(config, tally):
 
 
 @_fuzz("config")
-@given(text=st.text(max_size=200))
+@given(text=st.one_of(st.text(max_size=200), _CONFIG.map(yaml.safe_dump)))
 def test_fuzz_config_raw_text(text, tally):
     from rl.config import PigArguments, check_config_file
 
@@ -231,4 +266,6 @@ def test_fuzz_config_raw_text(text, tally):
         try:
             check_config_file(["--config", str(path)], (PigArguments,))
         except ConfigError:
-            pass
+            tally["ConfigError"] = tally.get("ConfigError", 0) + 1
+        else:
+            tally["checked"] = tally.get("checked", 0) + 1
