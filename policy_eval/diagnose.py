@@ -25,17 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ConfigError
-from rl.config import CPU_DEFAULTS, PigArguments
+from rl.config import PigArguments, recipe_of
 
 
 @dataclass
 class DiagnoseArguments:
     adapter: str | None = field(default=None, metadata={"help": "Also diagnose this adapter's rewrites."})
     policy: str | None = field(
-        default=None, metadata={"help": "Policy base model (default: the adapter's, else model_name_or_path)."}
+        default=None,
+        metadata={"help": "Policy base model (default: the adapter's, else the recipe's model_name_or_path)."},
     )
     images: int = field(default=6, metadata={"help": "Shared seeds (images) per prompt and source."})
-    samples: int = field(default=4, metadata={"help": "Sampled rewrites per prompt (temperature 1, as training)."})
+    samples: int = field(default=4, metadata={"help": "Sampled rewrites per prompt (at training's temperature)."})
     renderer_prompts: int = field(default=16, metadata={"help": "Prompts per pole in the renderer check (0 = skip)."})
     seed: int = field(default=4321, metadata={"help": "Base seed of images and samples."})
     out: str | None = field(
@@ -112,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         "for the taste (hand-written)": [taste_rewrite(p, taste) for p in prompts],
         "against the taste (hand-written)": [taste_rewrite(p, taste, against=True) for p in prompts],
     }
-    base = opts.policy or CPU_DEFAULTS["model_name_or_path"]
+    recipe = recipe_of(argv, args.algorithm)  # the policy training would build: the same recipe, the same values
+    base = opts.policy or recipe["model_name_or_path"]
     rewriter = PromptRewriter(opts.adapter, base_model=None if opts.adapter else base)
-    temperature = rewriter.train_temperature if opts.adapter else CPU_DEFAULTS["temperature"]
+    # as training samples: its temperature, or the DPO route's pair sampling temperature (DPOConfig has none)
+    temperature = rewriter.train_temperature if opts.adapter else recipe.get("temperature", args.dpo_temperature)
 
     def sampled() -> list[str]:  # as training samples: the training temperature, no repetition controls
         return [

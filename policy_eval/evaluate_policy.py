@@ -47,7 +47,7 @@ from reports.runs import COMPARISONS, format_summary
 from reward.eval.metrics import bootstrap_mean
 from reward.reduction import mean_or_none
 from rl import ground_truth
-from rl.config import CPU_DEFAULTS, PigArguments
+from rl.config import PigArguments
 
 PROMPT_SETS = ("heldout", "training")
 DECODINGS = ("sampled", "greedy")
@@ -126,10 +126,11 @@ class EvalArguments(SamplingArguments):
 
 
 def parse_dataclasses(types: tuple, argv: list[str] | None) -> list:
-    """Training's config keys (embedded defaults < --config YAML < flags) plus a command's own dataclasses. Keys of
-    training's trainer and policy configs (TRL's GRPO/RLOO/DPO and model configs) in a YAML are accepted and ignored,
-    so the training config can be reused as it is; any other unknown key, or a value of the wrong type, is an error
-    (`rl.config.check_config_file`)."""
+    """Training's config keys (the default recipe configs/cpu.yaml, where `PigArguments`' defaults are read from, <
+    --config YAML < flags) plus a command's own dataclasses. Keys of training's trainer and policy configs (TRL's
+    GRPO/RLOO/DPO and model configs) in a YAML are accepted and ignored here, so the training recipe can be reused as
+    it is (`rl.config.recipe_of` reads them where a command needs them); any other unknown key, or a value of the
+    wrong type, is an error (`rl.config.check_config_file`)."""
     import trl
     from trl import TrlParser
 
@@ -138,7 +139,6 @@ def parse_dataclasses(types: tuple, argv: list[str] | None) -> list:
     argv = list(sys.argv[1:] if argv is None else argv)
     check_config_file(argv, types, ignored=(trl.GRPOConfig, trl.RLOOConfig, trl.DPOConfig, trl.ModelConfig))
     parser = TrlParser(types)
-    parser.set_defaults_with_config(**CPU_DEFAULTS)
     *parsed, _trainer_keys, cli_rest = parser.parse_args_and_config(
         args=argv, return_remaining_strings=True, separate_remaining_strings=True
     )

@@ -1,7 +1,14 @@
 """Configuration of `rl/train_policy.py`: our arguments + TRL's trainer config (`GRPOConfig`, or `RLOOConfig` with
 `algorithm: rloo`) + TRL's `ModelConfig` (the policy).
 
-Precedence: embedded defaults (`CPU_DEFAULTS`, the offline CPU demo) < `--config file.yaml` < command-line flags.
+A recipe is a YAML file of `configs/` that states every value a run takes from us: `cpu.yaml` (the offline CPU demo,
+the default), `dpo.yaml` (the DPO route on CPU, the default of `--algorithm dpo`), `gpu.yaml` (real checkpoints).
+Precedence: the default recipe < `--config file.yaml` < command-line flags; with a complete recipe as `--config`
+nothing comes from the default one (`inherited_keys` names what does, and training prints it). The values are
+written once: `PigArguments`' defaults of the keys `cpu.yaml` sets are read from it, the trainer's and the policy's
+from the recipe a command runs with (`recipe_of`); training, `pig train-all`, `pig evaluate`, `pig matrix` and
+`pig diagnose` all read them that way.
+
 Unknown YAML keys are an error (TRL's parser). Hyper-parameter names are TRL's where TRL has one (`num_generations`,
 `beta`, `learning_rate`, `lora_r`, ...), so a YAML key maps one-to-one to the TRL documentation.
 """
@@ -21,6 +28,61 @@ from common.errors import ConfigError
 COMPARE_TO = ("original", "group", "both")
 """What each rewrite's image is judged against (see `rl.environment`)."""
 
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
+"""The recipes, `configs/*.yaml`. A plain `pip install` ships them too, as the data-only namespace package `configs`
+(pyproject's package-data) beside `rl/`, so this path holds in a checkout, an editable install and a wheel alike."""
+DEFAULT_RECIPES = {"grpo": "cpu.yaml", "rloo": "cpu.yaml", "dpo": "dpo.yaml"}
+"""The recipe a command runs with when no `--config` is given, by algorithm."""
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The mapping of a recipe YAML file (its `env` entry included).
+
+    Raises:
+        ConfigError: the file is missing (a wheel built without its package-data) or is not a YAML mapping.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"Recipe {path} does not exist. Pass one with --config (see configs/).") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"Recipe {path} must hold a YAML mapping of key: value, got {type(data).__name__}.")
+    return data
+
+
+def default_recipe(algorithm: str = "grpo") -> dict:
+    """The recipe of `algorithm` that runs without `--config` (`DEFAULT_RECIPES`)."""
+    return read_recipe(RECIPES / DEFAULT_RECIPES[algorithm])
+
+
+def recipe_of(argv: list[str], algorithm: str = "grpo") -> dict:
+    """The values a command builds its policy with before its flags: the `--config` file's over the default recipe's.
+    (`pig diagnose` reads its policy's model and temperature here, as training does.)"""
+    recipe = {k: v for k, v in default_recipe(algorithm).items() if k != "env"}
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        recipe.update({k: v for k, v in read_recipe(argv[argv.index("--config") + 1]).items() if k != "env"})
+    return recipe
+
+
+def inherited_keys(recipe: dict, algorithm: str, accepted: set[str]) -> list[str]:
+    """The keys of `algorithm`'s default recipe that `recipe` leaves out, among `accepted` (the fields of the classes
+    that parse it): what a run with `--config <recipe>` takes from the default recipe rather than from its own file.
+    Empty for a complete recipe (every recipe in configs/ is one: tests/test_recipes.py)."""
+    return sorted(k for k in default_recipe(algorithm) if k != "env" and k in accepted and k not in recipe)
+
+
+_CPU = read_recipe(RECIPES / "cpu.yaml")
+
+
+def _cpu(key: str):
+    """`PigArguments`' default of a key the reference recipe sets: its value in configs/cpu.yaml, only there."""
+    if key not in _CPU:
+        raise ConfigError(f"configs/cpu.yaml lacks {key!r}: the reference recipe states every value it defaults.")
+    return _CPU[key]
+
 
 @dataclass
 class PigArguments:
@@ -30,7 +92,7 @@ class PigArguments:
         default=None, metadata={"help": "User id (a folder under --users_dir) or a path to a user folder. Required."}
     )
     algorithm: str = field(
-        default="grpo",
+        default=_cpu("algorithm"),
         metadata={
             "help": "grpo (TRL GRPOTrainer: group-normalised advantages), rloo (TRL RLOOTrainer: leave-one-out "
             "baseline), or dpo (the paper's route: judged (chosen, rejected) rewrite pairs, then TRL DPOTrainer; "
@@ -40,7 +102,7 @@ class PigArguments:
     users_dir: str = field(default="users", metadata={"help": "Folder holding one sub-folder per user."})
     runs_dir: str = field(default="runs", metadata={"help": "Outputs: contexts, adapters, W&B runs, sample grids."})
     torch_threads: int = field(
-        default=0,
+        default=_cpu("torch_threads"),
         metadata={
             "help": "CPU runs: torch threads per process (0 = the machine's physical cores divided among the local "
             "processes). `accelerate launch` sets 1 on CPU unless told otherwise, which left a core idle here."
@@ -48,7 +110,7 @@ class PigArguments:
     )
     # -- renderer
     renderer_model: str = field(
-        default=".models/tiny-sd",
+        default=_cpu("renderer_model"),
         metadata={
             "help": "diffusers text-to-image pipeline: hub id (e.g. stabilityai/stable-diffusion-2-1-base) or folder."
         },
@@ -57,14 +119,14 @@ class PigArguments:
     render_dtype: str = field(
         default="auto", metadata={"help": "auto (common/devices.py) | float32 | float16 | bfloat16."}
     )
-    render_steps: int = field(default=15, metadata={"help": "Denoising steps per image."})
-    guidance_scale: float = field(default=4.0, metadata={"help": "Classifier-free guidance scale."})
+    render_steps: int = field(default=_cpu("render_steps"), metadata={"help": "Denoising steps per image."})
+    guidance_scale: float = field(default=_cpu("guidance_scale"), metadata={"help": "Classifier-free guidance scale."})
     image_size: int | None = field(
         default=None, metadata={"help": "Square output size in pixels (None = pipeline default)."}
     )
-    render_batch_size: int = field(default=16, metadata={"help": "Images per pipeline call."})
+    render_batch_size: int = field(default=_cpu("render_batch_size"), metadata={"help": "Images per pipeline call."})
     render_cache_dir: str | None = field(
-        default="{runs_dir}/cache/images",
+        default=_cpu("render_cache_dir"),
         metadata={
             "help": "On-disk cache of rendered images, keyed by renderer weights, render settings, prompt and seed "
             "(rl/image_cache.py): evaluation reruns and resumed runs do not render again; shared safely by "
@@ -72,7 +134,7 @@ class PigArguments:
         },
     )
     images_per_prompt: int = field(
-        default=2,
+        default=_cpu("images_per_prompt"),
         metadata={
             "help": "Image slots per prompt. Images rendered per step = prompts per step * (num_generations + 1) * "
             "images_per_prompt; judge calls = 2 * completions * images_per_prompt with judge_both_orders."
@@ -84,14 +146,14 @@ class PigArguments:
     )
     # -- PIGReward
     judge_model: str = field(
-        default=".models/tiny-pigreward", metadata={"help": "Judge: hub id (jeongeunnn/pigreward) or folder."}
+        default=_cpu("judge_model"), metadata={"help": "Judge: hub id (jeongeunnn/pigreward) or folder."}
     )
     reasoner_model: str | None = field(
         default=None,
         metadata={"help": "Reasoner: hub id (jeongeunnn/pigreward-bootstrap) or folder; None = judge_model."},
     )
     judge_backend: str = field(
-        default="transformers", metadata={"help": "Backend name, see reward.backends.BACKENDS."}
+        default=_cpu("judge_backend"), metadata={"help": "Backend name, see reward.backends.BACKENDS."}
     )
     judge_base_url: str | None = field(
         default=None,
@@ -104,15 +166,19 @@ class PigArguments:
     )
     judge_concurrency: int = field(default=8, metadata={"help": "openai backend: requests in flight."})
     judge_mode: str = field(
-        default="cot", metadata={"help": "cot (chain of thought, parsed) | score (logits, no CoT)."}
+        default=_cpu("judge_mode"), metadata={"help": "cot (chain of thought, parsed) | score (logits, no CoT)."}
     )
     judge_both_orders: bool = field(
-        default=True, metadata={"help": "Judge (A, B) and (B, A) and average (position bias)."}
+        default=_cpu("judge_both_orders"), metadata={"help": "Judge (A, B) and (B, A) and average (position bias)."}
     )
     judge_strict: bool = field(default=False, metadata={"help": "Count only verdicts whose status is ok."})
-    judge_max_new_tokens: int = field(default=320, metadata={"help": "Token cap of a judge answer."})
+    judge_max_new_tokens: int = field(
+        default=_cpu("judge_max_new_tokens"), metadata={"help": "Token cap of a judge answer."}
+    )
     judge_repetition_penalty: float = field(default=1.0, metadata={"help": "Judge repetition penalty (1.0 = off)."})
-    judge_batch_size: int = field(default=16, metadata={"help": "Judge conversations per forward/generate call."})
+    judge_batch_size: int = field(
+        default=_cpu("judge_batch_size"), metadata={"help": "Judge conversations per forward/generate call."}
+    )
     judge_device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N."})
     judge_dtype: str = field(
         default="auto", metadata={"help": "auto (common/devices.py) | float32 | bfloat16 | float16."}
@@ -145,11 +211,11 @@ class PigArguments:
     )
     # -- reward
     fidelity_model: str = field(
-        default=".models/all-MiniLM-L6-v2",
+        default=_cpu("fidelity_model"),
         metadata={"help": "Sentence encoder for prompt fidelity (sentence-transformers/all-MiniLM-L6-v2 or folder)."},
     )
     compare_to: str = field(
-        default="both",
+        default=_cpu("compare_to"),
         metadata={
             "help": "What each rewrite's image is judged against: original (the plain prompt's image, same seed), "
             "group (every other rewrite of its group: round-robin win rate), or both (mean of the two win rates). "
@@ -158,14 +224,14 @@ class PigArguments:
         },
     )
     fidelity_weight: float = field(
-        default=2.0,
+        default=_cpu("fidelity_weight"),
         metadata={
             "help": "reward = preference + fidelity_weight * min(0, cos(rewrite, original) - fidelity_floor): a gate "
             "that only penalises rewrites that drift from the prompt. Sets TRL's reward_weights."
         },
     )
     repetition_weight: float = field(
-        default=1.0,
+        default=_cpu("repetition_weight"),
         metadata={
             "help": "reward += repetition_weight * -(repeats / phrases): a gate on degenerate rewrites that repeat a "
             'phrase, stack one cue word in several phrases ("busy scene, busy framing") or stutter a word '
@@ -174,7 +240,7 @@ class PigArguments:
         },
     )
     fidelity_floor: float = field(
-        default=0.4,
+        default=_cpu("fidelity_floor"),
         metadata={
             "help": "MiniLM cosine similarity to the original prompt below which the fidelity gate bites (faithful "
             "rewrites of the warm-start corpus: 5th percentile 0.42, median 0.64; dropping the subject: 0.15-0.33)."
@@ -227,60 +293,6 @@ class PigArguments:
             raise ConfigError(f"judge_max_failed_batches must be >= 1, got {self.judge_max_failed_batches}.")
         if not -1.0 <= self.fidelity_floor <= 1.0:
             raise ConfigError(f"fidelity_floor is a cosine similarity in [-1, 1], got {self.fidelity_floor}.")
-
-
-# The offline CPU demo: SmolLM2-135M-Instruct warm-started as a generic rewriter (localmodels/rewriter_sft.py), tiny
-# locally trained renderer and judge (`make setup`).
-# Measured on 2 CPU cores: see README "What the default run does".
-CPU_DEFAULTS = dict(
-    # policy (TRL ModelConfig)
-    model_name_or_path=".models/smollm2-rewriter",
-    dtype="float32",
-    use_peft=True,
-    lora_r=16,
-    lora_alpha=32,
-    lora_dropout=0.0,
-    lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-    # trainer (TRL GRPOConfig); CPU-correct: no bf16, no gradient checkpointing, use_cpu
-    output_dir="{runs_dir}/{user}/{run}",  # placeholders filled in by train_policy.parse_args
-    bf16=False,
-    use_cpu=True,
-    gradient_checkpointing=False,
-    # LoRA wants 10-100x TRL's full-fine-tuning default (1e-6); at 1e-4 the policy had not moved after 24 steps even
-    # with a perfect judge, at 5e-4 it learned its user in 40 (docs/TRAINING.md, "Why these defaults").
-    learning_rate=5e-4,
-    num_generations=4,
-    per_device_train_batch_size=8,
-    gradient_accumulation_steps=1,
-    # 24 tokens (~16 words): the warm start writes ~13; at 40 the policy learned to stuff style words until the cap,
-    # which cost a third more time per generation and fell past the renderer's 32-token window (docs/RESULTS.md).
-    max_completion_length=24,
-    # The 135M warm start writes clean prompts at 0.7 and drifts into word salad at 1.0 (docs/RESULTS.md); the
-    # adapter records it, and `pig evaluate` samples at the adapter's training temperature.
-    temperature=0.7,
-    beta=0.02,  # KL to the warm start: without it (0.0) 3 of 4 runs stacked repeated cues; 0.04 held nightowl back
-    # Group-wise std scaling turns the tiny reward differences of a group that ties into full-size advantages
-    # ("illusory advantage", docs/TRAINING.md); batch-wise scaling keeps a tied group's advantages small.
-    scale_rewards="batch",
-    # Each judged batch is used for two optimizer steps (PPO-style ratio clipping then matters, as in Promptist's 4
-    # epochs per batch): 80 steps = 40 judged batches, about the judge cost of 40 single-pass steps.
-    num_iterations=2,
-    max_steps=80,
-    logging_steps=1,
-    # A checkpoint (LoRA adapter + optimizer state + tokenizer, ~26 MB for SmolLM2's r=16 LoRA) every 10 steps, 2 kept:
-    # a killed run loses at most 10 steps (--resume, rl/checkpoint.py). Even, so that it falls between the judged
-    # batches that num_iterations: 2 shares between two steps.
-    save_strategy="steps",
-    save_steps=10,
-    save_total_limit=2,
-    report_to=["wandb"],
-    seed=0,
-    dataloader_num_workers=0,
-)
-
-# `algorithm: dpo` reads TRL's DPOConfig: the keys above that DPOConfig lacks (num_generations, temperature, ...) are
-# not used, and these replace GRPO's values (beta 0 would make the DPO loss constant).
-DPO_DEFAULTS = dict(beta=0.1, per_device_train_batch_size=4, max_length=512, max_steps=16)
 
 
 # ------------------------------------------------------------------------------------------- config file checks

@@ -1,17 +1,19 @@
 """Train one user's prompt-rewriting policy (a LoRA adapter) against that user's PIGReward verdicts with TRL GRPO
 (or RLOO, or the paper's DPO route on judged pairs).
 
-    accelerate launch rl/train_policy.py --user demo                          # offline CPU demo (embedded config)
+    accelerate launch rl/train_policy.py --user demo                          # offline CPU demo (configs/cpu.yaml)
     accelerate launch rl/train_policy.py --config configs/gpu.yaml --user U   # real checkpoints on GPUs
     accelerate launch rl/train_policy.py --user demo --max_steps 2 --learning_rate 5e-5   # CLI overrides
     accelerate launch rl/train_policy.py --user demo --algorithm rloo        # TRL's RLOOTrainer instead
     accelerate launch rl/train_policy.py --user demo --algorithm dpo         # judged pairs, then TRL's DPOTrainer
+                                                                             # (configs/dpo.yaml)
 
 Reads top to bottom: parse -> load user -> build reward -> build dataset -> build trainer -> train -> save adapter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -27,7 +29,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # localmodels/renderer.py); only effective before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from rl.config import CPU_DEFAULTS, DPO_DEFAULTS, PigArguments  # noqa: E402
+from rl.config import PigArguments, default_recipe  # noqa: E402
 from rl.reward_stack import build_reward_stack, check_configured_models  # noqa: E402
 
 ALGORITHMS = {
@@ -75,12 +77,14 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
     from common.errors import ConfigError
     from reward.users import user_id_of
     from rl import checkpoint
-    from rl.config import parse_checked
+    from rl.config import DEFAULT_RECIPES, inherited_keys, parse_checked, read_recipe
 
     argv = list(sys.argv[1:] if argv is None else argv)
     algorithm = algorithm_of(argv)
     config_class = getattr(trl, ALGORITHMS[algorithm][0])
-    defaults = {**CPU_DEFAULTS, **(DPO_DEFAULTS if algorithm == "dpo" else {})}
+    # The default recipe of the algorithm (configs/cpu.yaml, configs/dpo.yaml) under --config (a complete recipe
+    # leaves it nothing) under the flags: the one source of every value (rl/config.py).
+    defaults = {k: v for k, v in default_recipe(algorithm).items() if k != "env"}
     if check_models and not {"-h", "--help"} & set(argv):
         # Check the models before the trainer config is built: on a machine without the Hub or a GPU, "model X is
         # not reachable" is the first thing to fix, and building the trainer config would first complain about bf16.
@@ -97,6 +101,15 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
     parser.set_defaults_with_config(**defaults)
     args, training_args, model_args = parse_checked(parser, argv)  # unknown YAML keys, wrong types: ConfigError
     args.algorithm = algorithm
+    if "--config" in argv:  # say what a partial recipe takes from the default one, instead of taking it silently
+        config = argv[argv.index("--config") + 1]
+        accepted = {f.name for cls in parser.dataclass_types for f in dataclasses.fields(cls)}
+        inherited = inherited_keys(read_recipe(config), algorithm, accepted)
+        if inherited:
+            print(
+                f"[config] {config} leaves {len(inherited)} keys to the default recipe "
+                f"configs/{DEFAULT_RECIPES[algorithm]}: {', '.join(inherited)}"
+            )
     if not args.user:
         parser.error("--user is required: a user id under --users_dir (e.g. demo) or a path to a user folder.")
     if not model_args.use_peft:

@@ -38,10 +38,10 @@ def test_two_processes_reward_whole_groups_as_one_process_would(tiny_models, tmp
         rank: [json.loads(x) for x in (run / "rollouts" / f"rank{rank}.jsonl").read_text().splitlines()]
         for rank in (0, 1)
     }
-    from rl.config import CPU_DEFAULTS
+    from rl.config import default_recipe
 
-    group = CPU_DEFAULTS["num_generations"]
-    per_process = CPU_DEFAULTS["per_device_train_batch_size"]
+    group = default_recipe()["num_generations"]
+    per_process = default_recipe()["per_device_train_batch_size"]
     assert [len(rows[0]), len(rows[1])] == [per_process, per_process]
     # groups are never split: every prompt's rewrites were rewarded by one process, num_generations of them
     where = defaultdict(set)
