@@ -7,6 +7,7 @@ and held-out pairs are choices that taste clearly makes.
     python -m localmodels.demo_user --out users/demo                      # the demo user (warm, sparse)
     python -m localmodels.demo_user --shipped                             # every user shipped in users/
     python -m localmodels.demo_user --out users/U --taste palette=cool:1.0,light=dark:0.8 --seed 3   # a new one
+    python -m localmodels.demo_user --out users/V --taste palette=warm/cool:1.0 --seed 5   # warm round, cool angular
     python -m localmodels.demo_user --toy_users 24 --out runs/data/toy    # a dataset for `pig bench`
 
 A sandbox user's `user.json` records its hidden taste under `sandbox` (see `reward/users.py`): only the ground-truth
@@ -37,6 +38,19 @@ SHIPPED_USERS: dict[str, tuple[oracle.SyntheticUser, int, str]] = {
         oracle.SyntheticUser({"layout": "busy", "light": "bright"}, {"layout": 1.0, "light": 0.8}),
         13,
         "prefers busy, crowded compositions in bright light",
+    ),
+    # Subject-dependent users: the taste on one axis depends on the kind of thing drawn (round or angular).
+    "tidepool": (
+        oracle.SyntheticUser({}, {"palette": 1.0}, {"palette": {"round": "warm", "angular": "cool"}}),
+        18,
+        "prefers warm colours for round subjects (sun, ball, moon, apple) and cool colours for angular ones",
+    ),
+    "gallery": (
+        oracle.SyntheticUser(
+            {"light": "bright"}, {"layout": 1.0, "light": 0.6}, {"layout": {"round": "busy", "angular": "sparse"}}
+        ),
+        22,
+        "prefers busy compositions for round subjects and sparse ones for angular subjects, in bright light",
     ),
 }
 TRAINING_PROMPTS = [
@@ -224,8 +238,11 @@ def write_user(
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     references, heldout = [], []
+    # A subject-dependent user's choices alternate between the subject groups, so each group's taste shows.
+    subjects = oracle.balanced_subjects(n_references + n_heldout, rng) if taste.by_subject else None
     for i in range(n_references):
-        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size)
+        subject = subjects[i] if subjects else None
+        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size, subject=subject)
         chosen.save(out / "images" / f"ref{i:02d}_chosen.png")
         rejected.save(out / "images" / f"ref{i:02d}_rejected.png")
         references.append(
@@ -236,7 +253,8 @@ def write_user(
             }
         )
     for i in range(n_heldout):
-        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size)
+        subject = subjects[n_references + i] if subjects else None
+        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size, subject=subject)
         first_is_chosen = bool(rng.integers(2))
         a, b = (chosen, rejected) if first_is_chosen else (rejected, chosen)
         a.save(out / "images" / f"test{i:02d}_1.png")
@@ -252,7 +270,7 @@ def write_user(
     data = {"user_id": user_id, "description": description, "references": references, "heldout": heldout}
     if prompts:
         data["prompts"] = prompts
-    data["sandbox"] = {"prefs": dict(taste.prefs), "weights": dict(taste.weights)}
+    data["sandbox"] = taste.to_json()
     (out / "user.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return data
 
@@ -278,21 +296,32 @@ def write_demo_user(out: str | Path, n_references: int = 8, n_heldout: int = 8, 
 
 
 def parse_taste_spec(spec: str) -> oracle.SyntheticUser:
-    """`"palette=cool:1.0,light=dark:0.8"` -> a taste (weight defaults to 1.0); errors name the fix."""
-    prefs, weights = {}, {}
+    """`"palette=cool:1.0,light=dark:0.8"` -> a taste (weight defaults to 1.0); errors name the fix.
+
+    A pole written `round/angular`, e.g. `palette=warm/cool`, depends on the subject: warm for round subjects, cool
+    for angular ones.
+    """
+    prefs, weights, by_subject = {}, {}, {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         axis, _, rest = item.partition("=")
         pole, _, weight = rest.partition(":")
+        axis, pole = axis.strip(), pole.strip()
         try:
-            weights[axis.strip()] = float(weight) if weight else 1.0
+            weights[axis] = float(weight) if weight else 1.0
         except ValueError:
             raise ValueError(f"--taste {spec!r}: weight {weight!r} of {axis} is not a number.") from None
-        prefs[axis.strip()] = pole.strip()
-    return oracle.parse_taste({"prefs": prefs, "weights": weights}, where=f"--taste {spec!r}")
+        if "/" in pole:
+            round_pole, _, angular_pole = pole.partition("/")
+            by_subject[axis] = {"round": round_pole.strip(), "angular": angular_pole.strip()}
+        else:
+            prefs[axis] = pole
+    return oracle.parse_taste(
+        {"prefs": prefs, "weights": weights, "by_subject": by_subject}, where=f"--taste {spec!r}"
+    )
 
 
 def taste_description(taste: oracle.SyntheticUser) -> str:
-    return ", ".join(f"{pole} {axis} (weight {taste.weights[axis]:.2f})" for axis, pole in taste.prefs.items())
+    return taste.describe()
 
 
 def write_toy_dataset(

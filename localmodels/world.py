@@ -38,6 +38,20 @@ SUBJECTS: dict[str, str] = {
 
 SHAPE_KINDS: tuple[str, ...] = ("disc", "square", "triangle", "diamond")
 
+SUBJECT_GROUPS: dict[str, tuple[str, ...]] = {"round": ("disc",), "angular": ("square", "triangle", "diamond")}
+"""Kinds of subject a taste can depend on, by the shape that draws them: round things (sun, ball, moon, apple) and
+angular ones (the rest). A subject-dependent user prefers one pole on an axis for one group and the other pole for
+the other group (`oracle.SyntheticUser.by_subject`), as a real person may like warm light on landscapes and cool on
+products."""
+
+
+def subject_group(subject: str) -> str:
+    """The group of `SUBJECT_GROUPS` a subject word belongs to (`"sun"` -> `"round"`)."""
+    if subject not in SUBJECTS:
+        raise ValueError(f"Unknown subject {subject!r}; choose one of {sorted(SUBJECTS)}.")
+    kind = SUBJECTS[subject]
+    return next(group for group, kinds in SUBJECT_GROUPS.items() if kind in kinds)
+
 AXES: dict[str, tuple[str, str]] = {
     "palette": ("warm", "cool"),
     "light": ("bright", "dark"),

@@ -4,6 +4,7 @@ judge's reader expect, and its rationales must carry the user's taste."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from localmodels import oracle, world
 from reward.parsing import parse_verdict
@@ -103,10 +104,138 @@ def test_shipped_users_references_read_back_as_their_hidden_taste():
 
     users_dir = Path(__file__).resolve().parents[1] / "users"
     rng = np.random.default_rng(0)
-    for user_id in ("demo", "nightowl", "crowd"):
+    for user_id in ("demo", "nightowl", "crowd", "tidepool", "gallery"):
         user = load_user(user_id, users_dir)
         rationales = [
-            oracle.teacher_rationale(r.chosen.resize((32, 32)), r.rejected.resize((32, 32)), rng)
+            oracle.teacher_rationale(
+                r.chosen.resize((32, 32)), r.rejected.resize((32, 32)), rng, world.parse_caption(r.prompt)["subject"]
+            )
             for r in user.references
         ]
-        assert oracle.read_context(rationales) == user.sandbox["prefs"], user_id
+        prefs, by_subject = oracle.context_reading(rationales)
+        assert prefs == user.sandbox["prefs"], user_id
+        assert by_subject == user.sandbox.get("by_subject", {}), user_id
+
+
+# ------------------------------------------------------------------------------------ subject-dependent tastes
+WARM = "The user prefers warm colours: they chose the image with red, orange and golden tones over the cooler one."
+COOL = "This user favours a cool palette of blue and purple over warm oranges."
+ROUND, ANGULAR = "This choice was about a round subject. ", "This choice was about an angular subject. "
+
+
+def test_subject_groups_split_the_world_by_shape():
+    assert world.subject_group("sun") == world.subject_group("apple") == "round"
+    assert world.subject_group("house") == world.subject_group("kite") == world.subject_group("tent") == "angular"
+    with pytest.raises(ValueError, match="Unknown subject"):
+        world.subject_group("dragon")
+
+
+def test_a_subject_dependent_user_prefers_opposite_poles_by_group():
+    user = oracle.SyntheticUser({}, {"palette": 1.0}, {"palette": {"round": "warm", "angular": "cool"}})
+    warm = world.image_attributes(world.draw_scene(world.Scene("sun", "warm", "bright", "sparse", 1)))
+    cool = world.image_attributes(world.draw_scene(world.Scene("sun", "cool", "bright", "sparse", 1)))
+    assert user.utility(warm, "sun") > user.utility(cool, "sun") + 0.5
+    assert user.utility(cool, "house") > user.utility(warm, "house") + 0.5
+    with pytest.raises(ValueError, match="depends on the subject"):
+        user.utility(warm)
+    assert user.poles("moon") == {"palette": "warm"} and user.poles("gem") == {"palette": "cool"}
+
+
+def test_rationales_name_the_subject_group_and_are_read_per_group():
+    rng = np.random.default_rng(0)
+    user = oracle.SyntheticUser({}, {"palette": 1.0}, {"palette": {"round": "warm", "angular": "cool"}})
+    _, chosen, rejected, scene, _ = oracle.make_reference(user, rng, subject="ball")
+    text = oracle.teacher_rationale(chosen, rejected, rng, scene.subject)
+    assert scene.subject == "ball" and text.startswith(ROUND) and oracle.rationale_group(text) == "round"
+    assert oracle.rationale_group(WARM) is None
+    # Two votes of lead in each group, for opposite poles: the palette depends on the subject.
+    split = [ROUND + WARM, ROUND + WARM, ANGULAR + COOL, ANGULAR + COOL, ANGULAR + COOL]
+    assert oracle.context_reading(split) == ({}, {"palette": {"round": "warm", "angular": "cool"}})
+    assert oracle.read_context(split, "apple") == {"palette": "warm"}
+    assert oracle.read_context(split, "window") == {"palette": "cool"}
+    assert oracle.read_context(split) == {}  # no subject: the split axis is left out
+    # One round vote is a chance lead, not a split: the whole context is read as one taste (cool leads 3-1).
+    assert oracle.context_reading([ROUND + WARM, *split[2:]]) == ({"palette": "cool"}, {})
+    # The same pole in both groups is one taste whatever the subject.
+    same = [ROUND + WARM, ROUND + WARM, ANGULAR + WARM, ANGULAR + WARM]
+    assert oracle.context_reading(same) == ({"palette": "warm"}, {})
+
+
+def test_teacher_verdict_follows_the_group_of_the_judged_subject():
+    split = [ROUND + WARM, ROUND + WARM, ANGULAR + COOL, ANGULAR + COOL]
+    warm_sun = world.draw_scene(world.Scene("sun", "warm", "bright", "sparse", 1))
+    cool_sun = world.draw_scene(world.Scene("sun", "cool", "bright", "sparse", 1))
+    warm_box = world.draw_scene(world.Scene("box", "warm", "bright", "sparse", 1))
+    cool_box = world.draw_scene(world.Scene("box", "cool", "bright", "sparse", 1))
+    text, winner = oracle.teacher_verdict(split, warm_sun, cool_sun, "sun")
+    assert winner == 1 and "for round subjects the user likes warm colours" in text
+    assert parse_verdict(text).winner == 1
+    assert oracle.teacher_verdict(split, warm_box, cool_box, "box")[1] == 2
+    with pytest.raises(ValueError, match="depends on the subject"):
+        oracle.teacher_verdict(split, warm_sun, cool_sun)
+
+
+def test_balanced_subjects_alternate_groups():
+    picks = oracle.balanced_subjects(8, np.random.default_rng(3))
+    groups = [world.subject_group(s) for s in picks]
+    assert groups.count("round") == groups.count("angular") == 4
+    assert all(a != b for a, b in zip(groups, groups[1:]))
+
+
+def test_sampled_split_users_and_their_json_round_trip():
+    rng = np.random.default_rng(4)
+    users = [oracle.SyntheticUser.sample(rng, p_split=1.0) for _ in range(20)]
+    for user in users:
+        ((axis, poles),) = user.by_subject.items()
+        assert axis not in user.prefs and set(poles.values()) == set(world.AXES[axis])
+        assert set(user.weights) == set(user.prefs) | {axis}
+        assert oracle.parse_taste(user.to_json()) == user
+    # p_split=0 draws no extra number: the uniform users of seeded datasets stay what they were.
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    assert [oracle.SyntheticUser.sample(a, 0.0) for _ in range(5)] == [
+        oracle.SyntheticUser.sample(b) for _ in range(5)
+    ]
+    assert a.random() == b.random()
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"prefs": {}, "weights": {"palette": 1.0}, "by_subject": {"palette": {"round": "warm"}}}, "a pole for each"),
+        (
+            {
+                "prefs": {},
+                "weights": {"palette": 1.0},
+                "by_subject": {"palette": {"round": "warm", "angular": "warm"}},
+            },
+            "opposite poles",
+        ),
+        (
+            {
+                "prefs": {"palette": "warm"},
+                "weights": {"palette": 1.0},
+                "by_subject": {"palette": {"round": "warm", "angular": "cool"}},
+            },
+            "in both",
+        ),
+        ({"prefs": {}, "weights": {}}, "at least one"),
+        ({"prefs": {}, "weights": {"layout": 1.0}, "by_subject": {}}, "exactly the axes"),
+        (
+            {"prefs": {}, "weights": {"palette": 1.0}, "by_subject": {"palette": {"round": "red", "angular": "cool"}}},
+            "opposite",
+        ),
+    ],
+)
+def test_parse_taste_names_what_is_wrong_with_a_subject_dependent_taste(spec, message):
+    with pytest.raises(ValueError, match=message):
+        oracle.parse_taste(spec)
+
+
+def test_taste_spec_writes_a_subject_dependent_pole_as_round_slash_angular():
+    from localmodels.demo_user import parse_taste_spec
+
+    taste = parse_taste_spec("palette=warm/cool:1.0, light=dark:0.5")
+    assert taste.by_subject == {"palette": {"round": "warm", "angular": "cool"}} and taste.prefs == {"light": "dark"}
+    assert "warm palette for round subjects and cool for angular ones" in taste.describe()
+    with pytest.raises(ValueError, match="opposite poles"):
+        parse_taste_spec("palette=warm/warm")
