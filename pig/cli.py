@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "users": ("pig.users:list_users", "", "users with their context, adapters and latest evaluation"),
     "export": ("pig.export:main", "demo --out exports/demo [--merge]", "a user's adapter as a package to ship"),
     "evaluate": ("policy_eval.evaluate_policy:main", "--user demo", "the user's adapter vs the base policy, judged"),
+    "suffix": ("policy_eval.suffix:main", "--user demo", "the fixed-suffix baseline: the best single tail, judged"),
     "matrix": ("policy_eval.cross_user:main", "--users demo nightowl", "every sandbox adapter under every taste"),
     "diagnose": ("policy_eval.diagnose:main", "--user demo", "the reward chain, link by link, vs a sandbox truth"),
     "report": ("reports.report:main", "runs/demo/final-s0", "a run's report.html (curves, context, images, eval)"),

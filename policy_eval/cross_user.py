@@ -227,7 +227,7 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
         "users": ids,
         "adapters": [str(a) for a in adapters],
         "base_model": infos[0].base_model,
-        "tastes": {u: {"prefs": t.prefs, "weights": t.weights} for u, t in zip(ids, tastes)},
+        "tastes": {u: t.to_json() for u, t in zip(ids, tastes)},
         "prompts": prompts,
         "settings": {
             "eval_samples": samples,

@@ -49,7 +49,8 @@ def taste_rewrite(prompt: str, taste, against: bool = False) -> str:
     from localmodels import world
 
     words = []
-    for axis, pole in taste.prefs.items():
+    subject = world.parse_caption(prompt)["subject"]
+    for axis, pole in taste.poles(subject if taste.by_subject else None).items():
         if against:
             pole = next(p for p in world.AXES[axis] if p != pole)
         words.append(world.STYLE_WORDS[(axis, pole)][0])
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         flat_s = [s for row in seeds for s in row]
         images_o = renderer.render(flat_o, flat_s)
         images_r = renderer.render(flat_r, flat_s)
-        truth = ground_truth.preferences(taste, images_r, images_o)
+        truth = ground_truth.preferences(taste, images_r, images_o, prompts=flat_o)
         pig.pop_metrics()
         judged = [c.preference for c in pig.compare(flat_o, images_r, images_o, context)]
         statuses = {k: round(v, 3) for k, v in pig.pop_metrics().items() if k.startswith("judge/status")}

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ConfigError
-from reports.runs import COMPARISONS, format_summary
+from policies.suffix import apply_suffix
+from reports.runs import COMPARISONS, SUFFIX_COMPARISONS, format_summary
 from reward.eval.metrics import bootstrap_mean
 from reward.reduction import mean_or_none
 from rl import ground_truth
@@ -116,6 +117,13 @@ class EvalArguments(SamplingArguments):
         },
     )
     eval_out: str | None = field(default=None, metadata={"help": "Output folder."})
+    suffix: str = field(
+        default="auto",
+        metadata={
+            "help": "The fixed-suffix baseline (`pig suffix`) compared beside the base: auto (runs/<user>/suffix when "
+            "it exists) | none | a suffix.json or its folder."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -266,12 +274,14 @@ def truth_preferences(taste, pairs: list[Pair], images: dict, utilities: dict) -
     """`ground_truth.preference` of every pair; each image's utility is measured once (cached in `utilities`, which
     therefore belongs to this one taste)."""
 
-    def u(key: ImageKey) -> float:
-        if key not in utilities:
-            utilities[key] = ground_truth.utility(taste, images[key])
-        return utilities[key]
+    def u(key: ImageKey, prompt: str) -> float:
+        # A taste that depends on the subject scores an image for what its original prompt asked for.
+        cache_key = (key, ground_truth.subject_of(prompt) if taste.by_subject else None)
+        if cache_key not in utilities:
+            utilities[cache_key] = ground_truth.utility(taste, images[key], prompt)
+        return utilities[cache_key]
 
-    return [ground_truth.preference(u(a), u(b)) for _, a, b in pairs]
+    return [ground_truth.preference(u(a, p), u(b, p)) for p, a, b in pairs]
 
 
 def judge_preferences(pig, context, pairs: list[Pair], images: dict) -> list[float | None]:
@@ -351,7 +361,12 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     check_models_for(pig_args, eval_args.judge)
     k, samples = eval_args.eval_images, eval_args.eval_samples
 
-    # 1. Rewrite: every block's prompts, by the adapter and by the base (the same model with the adapter disabled).
+    suffix = resolve_suffix(eval_args.suffix, Path(pig_args.runs_dir) / user.user_id / "suffix")
+    comparisons = COMPARISONS + (SUFFIX_COMPARISONS if suffix is not None else ())
+    policies = ("base", "adapter") + (("suffix",) if suffix is not None else ())
+
+    # 1. Rewrite: every block's prompts, by the adapter and by the base (the same model with the adapter disabled);
+    # the fixed-suffix baseline appends its one suffix to every prompt.
     rewriter = PromptRewriter(adapter, device=device)
     texts: dict[tuple[str, str], dict[str, list[list[str]]]] = {}
     for name, decoding in blocks:
@@ -363,6 +378,8 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
         }
         with rewriter.model.disable_adapter():
             texts[name, decoding]["base"] = rewrite_prompts(rewriter, prompts, decoding, samples, eval_args.eval_seed)
+        if suffix is not None:
+            texts[name, decoding]["suffix"] = [[apply_suffix(p, suffix)] * n for p in prompts]
     del rewriter
     free_accelerator_memory()
 
@@ -376,7 +393,7 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     all_pairs = {
         (name, decoding, a, b): image_pairs(sets[name], t[a], t[b], seeds[name])
         for (name, decoding), t in texts.items()
-        for a, b in COMPARISONS
+        for a, b in comparisons
     }
     images = render_once(renderer, (key for pairs in all_pairs.values() for _, *keys in pairs for key in keys))
 
@@ -384,7 +401,8 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     results: dict = {
         "user": user.user_id,
         "adapter": str(adapter),
-        "taste": None if taste is None else {"prefs": taste.prefs, "weights": taste.weights},
+        "suffix": suffix,
+        "taste": None if taste is None else taste.to_json(),
         "context_key": None if context is None else context.key,
         "blocks": [],
     }
@@ -395,7 +413,7 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
         n = len(t["adapter"][0])
         cells = [{"prompt": p, "sample": s} for p in prompts for s in range(n)]
         summary, warnings = {}, []
-        for a, b in COMPARISONS:
+        for a, b in comparisons:
             pairs = all_pairs[name, decoding, a, b]
             truth = truth_preferences(taste, pairs, images, utilities) if taste is not None else None
             judge = judge_preferences(pig, context, pairs, images) if pig is not None else None
@@ -409,11 +427,13 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
             if warning:
                 warnings.append(warning)
         flat_prompts = [p for p in prompts for _ in range(n)]
-        for policy in ("base", "adapter"):
+        for policy in policies:
             flat = [text for row in t[policy] for text in row]
             fidelity = embedder.similarity(flat, flat_prompts)
             summary[f"fidelity_{policy}"] = sum(fidelity) / len(fidelity)
             summary[f"repeats_{policy}"] = repeat_share(flat, flat_prompts)
+            if taste is not None:  # which poles the rewrites name, per subject group (the toy world's words)
+                summary.setdefault("pole_shares", {})[policy] = ground_truth.pole_shares(flat, flat_prompts)
             for cell, text, value in zip(cells, flat, fidelity):
                 cell[policy], cell[f"fidelity_{policy}"] = text, value
         grid = out / f"grid_{name}_{decoding}.png"
@@ -443,6 +463,17 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     results["out"] = str(out)
     return results
+
+
+def resolve_suffix(option: str, default_folder: Path) -> str | None:
+    """The fixed suffix `--suffix` names: `auto` reads `default_folder` when a search left one there, `none` none."""
+    from policies.suffix import SUFFIX_FILE, load_suffix
+
+    if option == "none":
+        return None
+    if option == "auto":
+        return load_suffix(default_folder) if (default_folder / SUFFIX_FILE).is_file() else None
+    return load_suffix(option)
 
 
 def repeat_share(rewrites: Sequence[str], originals: Sequence[str]) -> float:
@@ -477,13 +508,17 @@ def _fmt(value: float | None) -> str:
 def print_report(results: dict) -> None:
     taste = results["taste"]
     print(f"user {results['user']}, adapter {results['adapter']}")
-    print(f"true taste: {taste['prefs']} weights {taste['weights']}" if taste else "real user: judge only")
+    if results.get("suffix") is not None:
+        print(f"fixed-suffix baseline: {results['suffix']!r}")
+    print(f"true taste: {taste}" if taste else "real user: judge only")
     for block in results["blocks"]:
         n, s, k = block["prompts"], block["samples"], results["settings"]["eval_images"]
         print(f"\n[{block['prompt_set']} x {block['decoding']}] {n} prompts x {s} samples = {n * s} cells, ", end="")
         print(f"{k} images each")
         print(f"{'comparison':20} {'judge (95% CI)':28} {'ground truth (95% CI)':28} agreement")
-        for a, b in COMPARISONS:
+        for a, b in COMPARISONS + SUFFIX_COMPARISONS:
+            if f"{a}_vs_{b}" not in block["summary"]:  # no suffix baseline in this evaluation
+                continue
             row = block["summary"][f"{a}_vs_{b}"]
             agreement = row.get("agreement")
             print(
@@ -499,6 +534,12 @@ def print_report(results: dict) -> None:
                 f"rewrites with a repeated phrase or a stacked cue: base {summary['repeats_base']:.2f}, "
                 f"adapter {summary['repeats_adapter']:.2f}"
             )
+        for policy, groups in summary.get("pole_shares", {}).items():
+            named = "; ".join(
+                f"{group}: " + ", ".join(f"{pole} {share:.2f}" for pole, share in shares.items() if share > 0)
+                for group, shares in groups.items()
+            )
+            print(f"poles named by {policy} rewrites, per subject group: {named}")
         for warning in block["warnings"]:
             print(warning)
     print(f"\nwritten: {results['out']}/results.json, grid_*.png")

@@ -154,6 +154,8 @@ def latest_evaluation(run: Run) -> Evaluation | None:
 
 COMPARISONS = (("adapter", "base"), ("adapter", "original"), ("base", "original"))
 """The comparisons of every `pig evaluate` block, `a` over `b`; its results name each `f"{a}_vs_{b}"`."""
+SUFFIX_COMPARISONS = (("adapter", "suffix"), ("suffix", "original"))
+"""The comparisons a block adds when the user has a fixed-suffix baseline (`pig suffix`)."""
 
 
 def format_summary(summary: dict | None) -> str:

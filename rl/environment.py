@@ -137,7 +137,8 @@ class PersonalizedEnvironment:
         seed_per_step: draw new seeds every step (otherwise the original prompt's images are rendered once and reused).
         compare_to: `"original"`, `"group"` or `"both"` (the mean of the two win rates); see the module docstring.
         fidelity_floor: cosine similarity below which the fidelity gate penalises a rewrite.
-        ground_truth: optional `(images_a, images_b) -> list[float]` true preferences (sandbox users), logged only.
+        ground_truth: optional `(images_a, images_b, prompts=...) -> list[float]` true preferences (sandbox users; the
+            original prompts name what was asked for), logged only.
         sample_logger: optional callable `(BatchResult) -> None` for W&B tables (main process only).
         profile: optional [`rl.step_profile.StepProfile`] that receives the seconds of rendering, judging, the rest of
             the reward and sample logging, and the number of judged rewrites.
@@ -274,6 +275,7 @@ class PersonalizedEnvironment:
                 [rewrite_images[i][k] for i in range(len(rewrites)) for k in slots] + images_a,
                 [original_images[split_start(i, self.num_generations)][k] for i in range(len(rewrites)) for k in slots]
                 + images_b,
+                prompts=[originals[i] for i in range(len(rewrites)) for _ in slots] + judged_prompts,
             )
             n = self.images_per_prompt
             truth = [sum(flat[i * n : (i + 1) * n]) / n for i in range(len(rewrites))]

@@ -32,11 +32,28 @@ def taste_of(user) -> object | None:
     return parse_taste(user.sandbox, where=f"{user.root}/user.json: sandbox")
 
 
-def utility(taste, image) -> float:
-    """The user's true utility of one image (weighted sum over their axes of how much the image has their pole)."""
+def subject_of(prompt: str | None) -> str | None:
+    """The toy world's subject a prompt asks for (`"a kite in the park"` -> `"kite"`), or `None`."""
     from localmodels import world
 
-    return taste.utility(world.image_attributes(image))
+    return None if prompt is None else world.parse_caption(prompt)["subject"]
+
+
+def utility(taste, image, prompt: str | None = None) -> float:
+    """The user's true utility of one image (weighted sum over their axes of how much the image has their pole).
+
+    A taste that depends on the subject (`taste.by_subject`) needs the prompt the image was asked for: the original
+    prompt's subject decides which pole counts (a rewrite that drops the subject is still judged for what was asked).
+
+    Raises:
+        ValueError: the taste depends on the subject and `prompt` names no subject of the toy world.
+    """
+    from localmodels import world
+
+    subject = subject_of(prompt) if taste.by_subject else None
+    if taste.by_subject and subject is None:
+        raise ValueError(f"This sandbox taste depends on the subject, and the prompt {prompt!r} names none.")
+    return taste.utility(world.image_attributes(image), subject)
 
 
 def preference(utility_a: float, utility_b: float, tol: float = TIE_TOLERANCE) -> float:
@@ -46,19 +63,48 @@ def preference(utility_a: float, utility_b: float, tol: float = TIE_TOLERANCE) -
     return 1.0 if utility_a > utility_b else 0.0
 
 
-def preferences(taste, images_a: Sequence, images_b: Sequence, tol: float = TIE_TOLERANCE) -> list[float]:
-    """`preference` for each pair `(images_a[i], images_b[i])`."""
-    if len(images_a) != len(images_b):
-        raise ValueError(f"Need as many A images as B images, got {len(images_a)} and {len(images_b)}.")
-    cache: dict[int, float] = {}
+def preferences(
+    taste, images_a: Sequence, images_b: Sequence, tol: float = TIE_TOLERANCE, prompts: Sequence[str] | None = None
+) -> list[float]:
+    """`preference` for each pair `(images_a[i], images_b[i])`, asked for by `prompts[i]` (needed by a taste that
+    depends on the subject)."""
+    if len(images_a) != len(images_b) or (prompts is not None and len(prompts) != len(images_a)):
+        raise ValueError(
+            f"Need as many A images as B images (and prompts), got {len(images_a)}, {len(images_b)}"
+            + ("" if prompts is None else f" and {len(prompts)}")
+            + "."
+        )
+    prompts = list(prompts) if prompts is not None else [None] * len(images_a)
+    cache: dict[tuple[int, str | None], float] = {}
 
-    def u(image) -> float:  # the original's image is compared with every rewrite of its group: measure it once
-        key = id(image)
+    def u(image, prompt) -> float:  # the original's image is compared with every rewrite of its group: measure once
+        key = (id(image), subject_of(prompt) if taste.by_subject else None)
         if key not in cache:
-            cache[key] = utility(taste, image)
+            cache[key] = utility(taste, image, prompt)
         return cache[key]
 
-    return [preference(u(a), u(b), tol) for a, b in zip(images_a, images_b)]
+    return [preference(u(a, p), u(b, p), tol) for a, b, p in zip(images_a, images_b, prompts)]
+
+
+def pole_shares(rewrites: Sequence[str], prompts: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Language figures per subject group: `{group: {pole: share of that group's rewrites naming the pole}}` (a
+    rewrite names a pole when its words name only that pole of the axis, `world.parse_caption`)."""
+    from localmodels import world
+
+    out: dict[str, dict[str, float]] = {}
+    for group in world.SUBJECT_GROUPS:
+        rows = [
+            world.parse_caption(r)
+            for r, p in zip(rewrites, prompts)
+            if (s := subject_of(p)) is not None and world.subject_group(s) == group
+        ]
+        if rows:
+            out[group] = {
+                pole: sum(row[axis] == pole for row in rows) / len(rows)
+                for axis in world.AXES
+                for pole in world.AXES[axis]
+            }
+    return out
 
 
 def agreement(judge: Sequence[float | None], truth: Sequence[float]) -> float | None:

@@ -42,12 +42,12 @@ def test_agreement_counts_only_pairs_both_decide():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"prefs": {"palette": "warm"}}, "exactly the keys"),
+        ({"prefs": {"palette": "warm"}}, "expected the keys 'prefs' and 'weights'"),
         ({"prefs": {"colour": "warm"}, "weights": {"colour": 1}}, "not an axis and pole"),
         ({"prefs": {"palette": "hot"}, "weights": {"palette": 1}}, "not an axis and pole"),
         ({"prefs": {"palette": "warm"}, "weights": {"palette": 0}}, "positive number"),
-        ({"prefs": {"palette": "warm"}, "weights": {"light": 1}}, "same axes"),
-        ({"prefs": {}, "weights": {}}, "non-empty"),
+        ({"prefs": {"palette": "warm"}, "weights": {"light": 1}}, "exactly the axes"),
+        ({"prefs": {}, "weights": {}}, "at least one"),
     ],
 )
 def test_bad_tastes_are_named(spec, message):
@@ -161,3 +161,23 @@ def test_diagnosis_sources_and_sample_report():
     )
     assert report["subject_kept"] == 0.75 and report["names_a_style_cue"] == 0.75
     assert report["mean_words"] == 11 / 4 and report["distinct"] == 1.0
+
+
+def test_a_subject_dependent_taste_scores_an_image_for_what_its_prompt_asked():
+    from localmodels import world
+
+    taste = ground_truth.parse_taste(
+        {"prefs": {}, "weights": {"palette": 1.0}, "by_subject": {"palette": {"round": "warm", "angular": "cool"}}}
+    )
+    warm = world.draw_scene(world.Scene("sun", "warm", "bright", "sparse", 1))
+    cool = world.draw_scene(world.Scene("sun", "cool", "bright", "sparse", 1))
+    assert ground_truth.preferences(taste, [warm, warm], [cool, cool], prompts=["a sun at dawn", "a tall house"]) == [
+        1.0,
+        0.0,
+    ]
+    with pytest.raises(ValueError, match="names none"):
+        ground_truth.utility(taste, warm, "a lighthouse")
+    with pytest.raises(ValueError, match="and prompts"):
+        ground_truth.preferences(taste, [warm], [cool], prompts=[])
+    shares = ground_truth.pole_shares(["a sun, golden", "a box, icy blue", "a box, warm"], ["a sun", "a box", "a box"])
+    assert shares["round"]["warm"] == 1.0 and shares["angular"]["cool"] == 0.5 and shares["angular"]["warm"] == 0.5
