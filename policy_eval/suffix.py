@@ -8,16 +8,19 @@ all of them ("<prompt>, in golden tones"). Before an adapter's cost is worth pay
 
 Candidates. The base policy (the generic rewriter the adapters start from) samples `--candidate_samples` rewrites of
 each of the user's training prompts at the training temperature; the tail each rewrite adds after its prompt (or
-after its first comma) is a candidate, unless it repeats a word of its own prompt (a tail about one subject, "many
-kites", is no suffix for the others). The `--num_candidates` most frequent tails are judged. Nothing here reads the
-toy world's vocabulary: the same search serves a real user with real checkpoints.
+after its first comma), unless it repeats a word of its own prompt (a tail about one subject, "many kites", is no
+suffix for the others), is cut into its comma-separated phrases, and the `--num_candidates` most frequent phrases are
+the first stage's candidates; the second stage's are the best phrase, every pair of the four best and the three best
+together (`combinations_of`): a user with a taste on two axes needs two cues. `--candidates` replaces both stages
+with one list. Nothing here reads the toy world's vocabulary: the same search serves a real user with real
+checkpoints.
 
 Search. Successive halving under a budget of judge verdicts (`--verdict_budget`; default: what a default training
-run spends, `training_verdicts`): each round judges every surviving candidate on every training prompt with new image
-seeds shared by all candidates and the original (common random numbers), PIGReward under the user's context against
-the original prompt's image, and keeps the better half; the last one standing is the suffix. Undecided verdicts count
-as ties (0.5), as in training. For a sandbox user the hidden taste's verdict on the same images is recorded beside
-each candidate's (never used to choose).
+run spends, `training_verdicts`), half for each stage: each round judges every surviving candidate on every training
+prompt with new image seeds shared by all candidates and the original (common random numbers), PIGReward under the
+user's context against the original prompt's image, and keeps the better half; the last one standing of the second
+stage is the suffix. Undecided verdicts count as ties (0.5), as in training. For a sandbox user the hidden taste's
+verdict on the same images is recorded beside each candidate's (never used to choose).
 
 Writes `suffix.json` (the suffix, every candidate's scores, verdicts spent, seconds) under `--suffix_out`
 (default `runs/<user>/suffix`).
@@ -39,7 +42,7 @@ from rl.config import PigArguments
 
 @dataclass
 class SuffixArguments:
-    num_candidates: int = field(default=16, metadata={"help": "Most frequent base-policy tails judged."})
+    num_candidates: int = field(default=16, metadata={"help": "Most frequent base-policy phrases judged first."})
     candidates: list[str] | None = field(
         default=None,
         metadata={"help": "Suffixes to judge instead of the base policy's tails (a vocabulary of your own)."},
@@ -93,10 +96,33 @@ def tail_of(rewrite: str, prompt: str) -> str | None:
     return tail
 
 
-def candidate_suffixes(rewrites: list[list[str]], prompts: list[str], n: int) -> list[str]:
-    """The `n` most frequent tails (`tail_of`) of the rewrites of each prompt, first seen first among equals."""
-    counts = Counter(t for p, row in zip(prompts, rewrites) for r in row if (t := tail_of(r, p)) is not None)
+def candidate_phrases(rewrites: list[list[str]], prompts: list[str], n: int) -> list[str]:
+    """The `n` most frequent phrases (comma-separated parts of `tail_of`) of the rewrites of each prompt, first seen
+    first among equals; a phrase with a digit or shorter than three letters is left out (a cut-off fragment).
+
+    Whole tails are mixtures of several cues and almost never repeat (92 distinct in 96 samples of the SmolLM2 warm
+    start), so phrases are the units a suffix is built from.
+    """
+    counts: Counter = Counter()
+    for p, row in zip(prompts, rewrites):
+        for r in row:
+            tail = tail_of(r, p)
+            for phrase in (tail or "").split(","):
+                phrase = phrase.strip(" .;:")
+                if len(phrase) >= 3 and not re.search(r"\d", phrase):
+                    counts[phrase] += 1
     return [t for t, _ in counts.most_common(n)]
+
+
+def combinations_of(ranked: list[str], top: int = 4) -> list[str]:
+    """Second-stage candidates: the best single phrase, every pair of the `top` best, and the three best together
+    (a user with a taste on two or three axes needs a cue for each)."""
+    from itertools import combinations
+
+    best = ranked[:top]
+    pairs = [", ".join(pair) for pair in combinations(best, 2)]
+    triple = [", ".join(best[:3])] if len(best) >= 3 else []
+    return list(dict.fromkeys([best[0], *pairs, *triple]))
 
 
 def training_verdicts(recipe: dict, compare_to: str, images_per_prompt: int, both_orders: bool) -> int:
@@ -162,9 +188,9 @@ def search(pig_args: PigArguments, args: SuffixArguments, argv: list[str]) -> di
     check_models_for(pig_args, judge=True)
     device = resolve_device("auto")
 
-    # 1. Candidates: the base policy's own tails (or the given vocabulary).
+    # 1. Candidates: the base policy's most frequent phrases (or the given vocabulary, judged as it is).
     if args.candidates:
-        candidates = list(args.candidates)
+        stages = [list(args.candidates)]
     else:
         base = PromptRewriter(None, base_model=recipe["model_name_or_path"], device=device)
         base.max_new_tokens = int(recipe["max_completion_length"])
@@ -172,65 +198,82 @@ def search(pig_args: PigArguments, args: SuffixArguments, argv: list[str]) -> di
         samples = rewrite_prompts(base, prompts, "sampled", args.candidate_samples, args.suffix_seed)
         del base
         free_accelerator_memory()
-        candidates = candidate_suffixes(samples, prompts, args.num_candidates)
-    if not candidates:
+        stages = [candidate_phrases(samples, prompts, args.num_candidates)]
+    if not stages[0]:
         raise ConfigError(
-            f"The base policy's {args.candidate_samples} samples per prompt add no tail to any prompt: raise "
+            f"The base policy's {args.candidate_samples} samples per prompt add no phrase to any prompt: raise "
             "--candidate_samples, or check the policy's rewrites with `pig rewrite`."
         )
-    plan = halving_plan(len(candidates), len(prompts), budget, orders)
+    # Two stages share the budget: single phrases, then combinations of the best ones (none for a given list).
+    stage_budget = budget if args.candidates else budget // 2
+    halving_plan(len(stages[0]), len(prompts), stage_budget, orders)  # fails early when the budget cannot do it
 
     # 2. Successive halving, judged by PIGReward under the user's context.
     pig, context, renderer, _ = build_reward_stack(pig_args, user, device, PartialState())
     taste = ground_truth.taste_of(user)
-    judged: dict[str, list[float]] = {c: [] for c in candidates}
-    truth: dict[str, list[float]] = {c: [] for c in candidates}
-    survived = dict.fromkeys(candidates, 0)
-    alive, verdicts, seed_base = list(candidates), 0, 0
-    for round_index, (_, seeds) in enumerate(tqdm(plan, desc="suffix rounds")):
-        image_seeds = [
-            [crn_seed(args.suffix_seed, p, round_index, seed_base + s) for s in range(seeds)] for p in prompts
-        ]
-        seed_base += seeds
-        texts, render_seeds = [], []
-        for p, row in zip(prompts, image_seeds):
-            for s in row:
-                texts += [p] + [apply_suffix(p, c) for c in alive]
-                render_seeds += [s] * (1 + len(alive))
-        images = renderer.render(texts, render_seeds)
-        pair_prompts, images_a, images_b, owners = [], [], [], []
-        width = 1 + len(alive)
-        for block in range(len(texts) // width):
-            original = images[block * width]
-            prompt = texts[block * width]
-            for c_index, c in enumerate(alive):
-                pair_prompts.append(prompt)
-                images_a.append(images[block * width + 1 + c_index])
-                images_b.append(original)
-                owners.append(c)
-        comparisons = pig.compare(pair_prompts, images_a, images_b, context)
-        verdicts += len(comparisons) * orders
-        for c, comparison in zip(owners, comparisons):
-            judged[c].append(0.5 if comparison.preference is None else comparison.preference)
-        if taste is not None:
-            for c, p, a, b in zip(owners, pair_prompts, images_a, images_b):
-                truth[c].append(ground_truth.preferences(taste, [a], [b], prompts=[p])[0])
-        for c in alive:
-            survived[c] = round_index + 1
-        alive = sorted(alive, key=lambda c: -sum(judged[c]) / len(judged[c]))[: math.ceil(len(alive) / 2)]
+    judged: dict[str, list[float]] = {}
+    truth: dict[str, list[float]] = {}
+    survived: dict[str, str] = {}
+    plans, verdicts, renders, round_index = [], 0, 0, 0
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    stage = 0
+    while stage < len(stages):
+        candidates = stages[stage]
+        plan = halving_plan(len(candidates), len(prompts), stage_budget, orders)
+        plans.append([{"candidates": a, "image_seeds": n} for a, n in plan])
+        scores: dict[str, list[float]] = {c: [] for c in candidates}
+        alive = list(candidates)
+        for rounds_done, (_, seeds) in enumerate(tqdm(plan, desc=f"suffix stage {stage + 1}")):
+            # New image seeds every round, shared by the original and every candidate (common random numbers).
+            image_seeds = [[crn_seed(args.suffix_seed, p, round_index, s) for s in range(seeds)] for p in prompts]
+            round_index += 1
+            texts, render_seeds = [], []
+            for p, row in zip(prompts, image_seeds):
+                for s in row:
+                    texts += [p] + [apply_suffix(p, c) for c in alive]
+                    render_seeds += [s] * (1 + len(alive))
+            images = renderer.render(texts, render_seeds)
+            renders += len(texts)
+            width = 1 + len(alive)
+            pair_prompts, images_a, images_b, owners = [], [], [], []
+            for block in range(len(texts) // width):
+                for c_index, c in enumerate(alive):
+                    pair_prompts.append(texts[block * width])
+                    images_a.append(images[block * width + 1 + c_index])
+                    images_b.append(images[block * width])
+                    owners.append(c)
+            comparisons = pig.compare(pair_prompts, images_a, images_b, context)
+            verdicts += len(comparisons) * orders
+            for c, comparison in zip(owners, comparisons):
+                scores[c].append(0.5 if comparison.preference is None else comparison.preference)
+            if taste is not None:  # recorded, never used to choose
+                for c, value in zip(owners, ground_truth.preferences(taste, images_a, images_b, prompts=pair_prompts)):
+                    truth.setdefault(c, []).append(value)
+            for c in alive:
+                survived[c] = f"stage {stage + 1}, round {rounds_done + 1} of {len(plan)}"
+            alive = sorted(alive, key=lambda c: -mean(scores[c]))[: math.ceil(len(alive) / 2)]
+        for c, values in scores.items():
+            judged.setdefault(c, []).extend(values)
+        ranked = sorted(candidates, key=lambda c: (-len(scores[c]), -mean(scores[c])))
+        if stage == 0 and not args.candidates and len(ranked) > 1:
+            stages.append(combinations_of(ranked))
+        stage += 1
     best = alive[0]
 
     rows = [
         {
             "suffix": c,
-            "judge": sum(judged[c]) / len(judged[c]) if judged[c] else None,
+            "judge": mean(judged[c]),
             "judged_pairs": len(judged[c]),
-            "ground_truth": sum(truth[c]) / len(truth[c]) if truth[c] else None,
-            "rounds": survived[c],
+            "ground_truth": mean(truth[c]) if truth.get(c) else None,
+            "reached": survived[c],
         }
-        for c in candidates
+        for c in judged
     ]
-    rows.sort(key=lambda r: (-r["rounds"], -(r["judge"] or 0)))
+    rows.sort(key=lambda r: (r["reached"], r["judged_pairs"], r["judge"]), reverse=True)
     out = Path(args.suffix_out or Path(pig_args.runs_dir) / user.user_id / "suffix")
     result = {
         "user": user.user_id,
@@ -239,9 +282,9 @@ def search(pig_args: PigArguments, args: SuffixArguments, argv: list[str]) -> di
         "verdicts": verdicts,
         "verdict_budget": budget,
         "training_run_verdicts": run_verdicts,
-        "renders": sum(len(prompts) * seeds * (1 + alive_n) for alive_n, seeds in plan),
+        "renders": renders,
         "seconds": round(time.perf_counter() - started, 1),
-        "plan": [{"candidates": a, "image_seeds": s} for a, s in plan],
+        "plan": plans,
         "base_model": recipe["model_name_or_path"],
         "context_key": context.key,
         "judge_model": pig_args.judge_model,
@@ -270,7 +313,7 @@ def print_result(result: dict) -> None:
     for row in result["candidates"]:
         truth = "" if row["ground_truth"] is None else f"  ground truth {row['ground_truth']:.2f}"
         print(
-            f"  rounds {row['rounds']}  judge {row['judge']:.2f} on {row['judged_pairs']:4d} pairs{truth}  "
+            f"  {row['reached']:28} judge {row['judge']:.2f} on {row['judged_pairs']:4d} pairs{truth}  "
             f"{row['suffix']!r}"
         )
     print(f"[suffix] wrote {result['out']}")

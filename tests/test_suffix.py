@@ -9,7 +9,7 @@ import pytest
 
 from common.errors import ConfigError
 from policies.suffix import apply_suffix, load_suffix
-from policy_eval.suffix import candidate_suffixes, halving_plan, tail_of, training_verdicts
+from policy_eval.suffix import candidate_phrases, combinations_of, halving_plan, tail_of, training_verdicts
 
 
 @pytest.mark.parametrize(
@@ -28,14 +28,25 @@ def test_tail_of(rewrite, prompt, tail):
     assert tail_of(rewrite, prompt) == tail
 
 
-def test_candidates_are_the_most_frequent_tails():
+def test_candidates_are_the_most_frequent_phrases_then_their_combinations():
     prompts = ["a sun", "a house"]
     rewrites = [
-        ["a sun, warm light", "a sun, icy blue", "a sun, warm light"],
-        ["a house, icy blue", "a house, warm light", "a house"],
+        ["a sun, warm light, sparse", "a sun, icy blue", "a sun, warm light, 30"],
+        ["a house, icy blue, sparse", "a house, warm light", "a house, the house at night"],
     ]
-    assert candidate_suffixes(rewrites, prompts, 2) == ["warm light", "icy blue"]
-    assert candidate_suffixes(rewrites, prompts, 1) == ["warm light"]
+    assert candidate_phrases(rewrites, prompts, 3) == ["warm light", "sparse", "icy blue"]
+    assert candidate_phrases(rewrites, prompts, 1) == ["warm light"]
+    assert combinations_of(["a", "b", "c", "d", "e"]) == [
+        "a",
+        "a, b",
+        "a, c",
+        "a, d",
+        "b, c",
+        "b, d",
+        "c, d",
+        "a, b, c",
+    ]
+    assert combinations_of(["a", "b"]) == ["a", "a, b"]
 
 
 def test_apply_suffix():
@@ -104,11 +115,12 @@ def test_suffix_search_and_evaluate_end_to_end(tiny_models, tmp_path, capsys):
     assert "best fixed suffix" in printed and "a default training run spends 3200" in printed
     assert result["verdicts"] <= 400 and result["verdict_budget"] == 400
     assert {row["suffix"] for row in result["candidates"]} == {"in golden tones", "icy blue", "dark night"}
-    finalists = [row for row in result["candidates"] if row["rounds"] == len(result["plan"])]
+    (plan,) = result["plan"]  # a given list is judged in one stage
+    finalists = [row for row in result["candidates"] if row["reached"].endswith(f"round {len(plan)} of {len(plan)}")]
     assert result["suffix"] == max(finalists, key=lambda row: row["judge"])["suffix"]
     assert all(row["ground_truth"] is not None for row in result["candidates"])  # demo is a sandbox user
     # 12 training prompts x 2 orders per candidate and image seed
-    assert result["verdicts"] == sum(p["candidates"] * p["image_seeds"] * 12 * 2 for p in result["plan"])
+    assert result["verdicts"] == sum(p["candidates"] * p["image_seeds"] * 12 * 2 for p in plan)
 
     adapter = _adapter(tiny_models, tmp_path / "adapter", "demo", zero=True)
     eval_argv = _argv(tiny_models, tmp_path, "--user", "demo", "--adapter", str(adapter), "--decoding", "sampled")
