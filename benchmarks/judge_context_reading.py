@@ -4,12 +4,19 @@ votes for that axis's poles are set by hand, and under a user's own context with
     python benchmarks/judge_context_reading.py                                   # palette, synthetic contexts
     python benchmarks/judge_context_reading.py --axis light --counts 3-1,2-1
     python benchmarks/judge_context_reading.py --user frost --users_dir runs/users   # also frost's own context
+    python benchmarks/judge_context_reading.py --user tidepool --splits 2-2,3-3      # per subject group
 
 Each row is the judge's mean preference (both orders) for the image of the first pole over the same scene drawn with
 the second (`--pairs` subjects and seeds). The teacher the judge was distilled from (`oracle.read_context`) takes a
 pole as the user's when it leads by two votes among three or more rationales; its reading is printed beside the
 judge's, so a row where they part is a misreading. A user's own context comes from `pig context` (built once, cached
 under runs/<user>/context).
+
+Subject-dependent tastes: with `--splits` (or a `--user` whose context the teacher reads as one, e.g. tidepool), every
+row is reported per subject group (`world.SUBJECT_GROUPS`: pairs of round subjects, pairs of angular ones), and
+`--splits 2-2,3-3` adds contexts of n rationales about round subjects for the first pole and n about angular ones for
+the second (each naming its group, as the reasoner writes them), and the reverse: a judge that follows such a context
+prefers the first pole on round subjects and the second on angular ones.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import re
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=".models/tiny-pigreward")
     parser.add_argument("--axis", default="palette", choices=["palette", "light", "layout"])
@@ -30,7 +37,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=24)
     parser.add_argument("--user", default=None, help="Also probe this user's own context (a sandbox or real user).")
     parser.add_argument("--users_dir", default="users")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--splits",
+        default="",
+        help="Subject-dependent contexts: 'n-m' = n round rationales for the first pole, m "
+        "angular ones for the second (and the reverse); rows are then reported per subject group.",
+    )
+    args = parser.parse_args(argv)
 
     import numpy as np
 
@@ -45,11 +58,12 @@ def main() -> None:
     free = [a for a in world.AXES if a != args.axis]  # the axes a pair's two images share
     other = free[0]  # the axis the filler rationales are about
 
-    def preference(context: list[str]) -> float:
+    def preference(context: list[str], group: str | None = None) -> float:
         rng = np.random.default_rng(0)
+        subjects = [s for s in world.SUBJECTS if group is None or world.subject_group(s) == group]
         prompts, images_a, images_b = [], [], []
         for i in range(args.pairs):
-            subject = list(world.SUBJECTS)[i % len(world.SUBJECTS)]
+            subject = subjects[i % len(subjects)]
             rest = {a: world.AXES[a][int(rng.integers(2))] for a in free}
             seed = int(rng.integers(1000))
             scenes = [world.Scene(subject, seed=seed, **{**rest, args.axis: pole}) for pole in (first, second)]
@@ -61,9 +75,21 @@ def main() -> None:
         values = [0.5 if v.preference is None else v.preference for v in verdicts]
         return sum(values) / len(values)
 
+    by_group = bool(args.splits)
+
     def row(label: str, context: list[str]) -> None:
-        teacher = oracle.read_context(context).get(args.axis, "-")
-        print(f"{label:58} teacher reads {teacher:7} judge prefers {first} {preference(context):.2f}", flush=True)
+        if not (by_group or args.axis in oracle.context_reading(context)[1]):
+            teacher = oracle.read_context(context).get(args.axis, "-")
+            print(f"{label:58} teacher reads {teacher:7} judge prefers {first} {preference(context):.2f}", flush=True)
+            return
+        for group in world.SUBJECT_GROUPS:
+            example = next(s for s in world.SUBJECTS if world.subject_group(s) == group)
+            teacher = oracle.read_context(context, example).get(args.axis, "-")
+            print(
+                f"{label + ', ' + group + ' subjects':58} teacher reads {teacher:7} judge prefers {first} "
+                f"{preference(context, group):.2f}",
+                flush=True,
+            )
 
     rng = np.random.default_rng(1)
     pick = lambda pole_axis, pole: oracle._RATIONALES[(pole_axis, pole)][int(rng.integers(2))]  # noqa: E731
@@ -74,6 +100,19 @@ def main() -> None:
         context += [pick(other, world.AXES[other][0]) for _ in range(args.filler)]
         rng.shuffle(context)
         row(f"{n_first} {first} / {n_second} {second} (+{args.filler} {other})", context)
+
+    for count in filter(None, args.splits.split(",")):
+        n_round, n_angular = (int(x) for x in count.split("-"))
+        for lead, trail in ((first, second), (second, first)):
+            context = [f"This choice was about a round subject. {pick(args.axis, lead)}" for _ in range(n_round)]
+            context += [
+                f"This choice was about an angular subject. {pick(args.axis, trail)}" for _ in range(n_angular)
+            ]
+            context += [f"This choice was about a round subject. {pick(other, world.AXES[other][0])}"] * (
+                args.filler // 2
+            )
+            rng.shuffle(context)
+            row(f"{n_round} round {lead} / {n_angular} angular {trail}", context)
 
     if args.user:
         from reward.users import load_user

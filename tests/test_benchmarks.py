@@ -36,3 +36,21 @@ def test_judge_verdict_health_refuses_mismatched_folders(tiny_models, capsys):
         health.main(["--model", tiny_models["vlm"], "--users", "demo", "crowd", "--users_dirs", "a", "b", "c"])
     assert stop.value.code == 2
     assert "one per user" in capsys.readouterr().err
+
+
+def test_judge_context_reading_reports_a_split_context_per_subject_group(tiny_models, capsys):
+    """With --splits every row is reported per subject group, and the teacher's reading of a split context names the
+    first pole for round subjects and the second for angular ones (and the reverse context the reverse)."""
+    reading = _load("judge_context_reading")
+    reading.main(["--model", tiny_models["vlm"], "--pairs", "2", "--counts", "2-0", "--splits", "2-2"])
+    out = capsys.readouterr().out
+    teacher = dict(re.findall(r"^(.+?subjects)\s+teacher reads (\w+|-)", out, re.M))
+    assert teacher["2 round warm / 2 angular cool, round subjects"] == "warm"
+    assert teacher["2 round warm / 2 angular cool, angular subjects"] == "cool"
+    assert teacher["2 round cool / 2 angular warm, round subjects"] == "cool"
+    assert teacher["2 round cool / 2 angular warm, angular subjects"] == "warm"
+    assert (
+        teacher["2 warm / 0 cool (+4 light), round subjects"]
+        == teacher["2 warm / 0 cool (+4 light), angular subjects"]
+    )
+    assert len(re.findall(r"judge prefers warm \d\.\d\d", out)) == 6
