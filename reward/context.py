@@ -3,6 +3,12 @@
 The cache file is keyed by everything that determines its contents (reasoner model, template id, generation settings,
 hash of the references), so changing any of them builds a new context instead of reusing a stale one. Files are
 written atomically (temporary file + `os.replace`), so two runs for the same user can race without corrupting it.
+
+Each rationale is also cached on its own (`<cache_dir>/<user>/context/rationales/<key>.json`), keyed by what it
+depends on: the reasoner, the template, the generation settings and its one reference (prompt and the bytes of both
+images). The reasoner sees one reference per conversation, so a rationale depends on nothing else; a user who adds
+choices (the choice page, issue 22) gets a new context in which only the new references went through the reasoner.
+(Batched generation pads a conversation beside others; the key ignores that, as the whole-context key always has.)
 """
 
 from __future__ import annotations
@@ -122,3 +128,45 @@ def new_context(user_id, rationales, model_id, template_id, references_hash, gen
         created_at=time.time(),
         build_seconds=time.time() - started,
     )
+
+
+# ------------------------------------------------------------------------------------ one rationale per reference
+def reference_digest(prompt: str, chosen_path: str | Path, rejected_path: str | Path) -> str:
+    """SHA-256 of one reference: its prompt and the bytes of its two images (in their roles)."""
+    digest = hashlib.sha256(prompt.encode("utf-8") + b"\0")
+    for path in (chosen_path, rejected_path):
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def rationale_key(model_id: str, template_id: str, generation: dict, reference_digest: str) -> str:
+    """A short stable hash of everything one rationale depends on."""
+    payload = json.dumps(
+        {"v": CONTEXT_VERSION, "model": model_id, "template": template_id, "gen": generation, "ref": reference_digest},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def rationale_path(cache_dir: str | Path, user_id: str, key: str) -> Path:
+    return Path(cache_dir) / user_id / "context" / "rationales" / f"{key}.json"
+
+
+def load_rationale(path: Path, expected_key: str) -> str | None:
+    """The cached rationale text at `path` if it parses and was written for `expected_key`; otherwise `None` (a
+    corrupt file is rebuilt, with a warning, like a corrupt context)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["key"] != expected_key or not isinstance(data["text"], str):
+            raise ValueError(f"written for key {data['key']!r}")
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError) as err:
+        logger.warning("Rationale cache %s is corrupt (%s: %s); rebuilding it.", path, type(err).__name__, err)
+        return None
+    return data["text"]
+
+
+def save_rationale(path: Path, key: str, text: str, prompt: str, model_id: str) -> None:
+    record = {"key": key, "text": text, "prompt": prompt, "model_id": model_id, "created_at": time.time()}
+    atomic_write_json(path, record)

@@ -177,7 +177,9 @@ class PIGReward:
     def build_context(self, user: UserData, rebuild: bool = False) -> ctx.UserContext:
         """The user's context, from the cache when nothing it depends on changed; otherwise built and cached.
 
-        The reasoner runs once per reference (batched); no per-user training.
+        The reasoner runs once per reference (batched) whose rationale is not cached yet (`reward/context.py`: each
+        rationale is cached under its own reference's key), so a user who added references pays only for the new
+        ones; `rebuild` runs it on every reference. No per-user training.
         """
         if self.reasoner is None:
             raise ValueError("This PIGReward has no reasoner backend, so it cannot build user contexts.")
@@ -187,13 +189,26 @@ class PIGReward:
         if cached is not None:
             return cached
         started = time.time()
-        conversations = [
-            build_messages(self.reasoner_template, ref.prompt, (ref.chosen, ref.rejected)) for ref in user.references
+        generation = self.reasoner_generation.to_dict()
+        keys = [
+            ctx.rationale_key(
+                self.reasoner.model_id,
+                self.reasoner_template.id,
+                generation,
+                ctx.reference_digest(ref.prompt, ref.chosen_path, ref.rejected_path),
+            )
+            for ref in user.references
         ]
-        texts = self.reasoner.generate(conversations, self.reasoner_generation)
-        rationales = [
-            ctx.Rationale(i, ref.prompt, _clean_rationale(t)) for i, (ref, t) in enumerate(zip(user.references, texts))
-        ]
+        paths = [ctx.rationale_path(self.cache_dir, user.user_id, k) for k in keys]
+        texts = [None if rebuild else ctx.load_rationale(p, k) for p, k in zip(paths, keys)]
+        todo = [i for i, text in enumerate(texts) if text is None]
+        if todo:
+            refs = [user.references[i] for i in todo]
+            conversations = [build_messages(self.reasoner_template, r.prompt, (r.chosen, r.rejected)) for r in refs]
+            for i, text in zip(todo, self.reasoner.generate(conversations, self.reasoner_generation)):
+                texts[i] = _clean_rationale(text)
+                ctx.save_rationale(paths[i], keys[i], texts[i], user.references[i].prompt, self.reasoner.model_id)
+        rationales = [ctx.Rationale(i, ref.prompt, t) for i, (ref, t) in enumerate(zip(user.references, texts))]
         context = ctx.new_context(
             user.user_id,
             rationales,

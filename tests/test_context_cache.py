@@ -1,0 +1,110 @@
+"""The context cache is incremental (issue 22): a user who adds references gets a new context in which only the new
+references went through the reasoner (a tiny real Qwen2-VL), each rationale cached under its own reference's key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from reward import context as ctx
+from reward.backends import GenerationSettings, TransformersVLM
+from reward.choices import record_choice
+from reward.pigreward import PIGReward
+from reward.users import load_user
+
+
+class CountingReasoner:
+    """The real backend, with a count of the conversations each `generate` call was given (a spy, not a mock)."""
+
+    def __init__(self, backend):
+        self.backend, self.calls = backend, []
+        self.model_id = backend.model_id
+
+    def generate(self, conversations, settings):
+        self.calls.append(len(conversations))
+        return self.backend.generate(conversations, settings)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_models):
+    return TransformersVLM(tiny_models["vlm"], device="cpu", dtype="float32", batch_size=4)
+
+
+def _pig(reasoner, tmp_path, max_new_tokens=12):
+    return PIGReward(
+        reasoner.backend,
+        reasoner,
+        reasoner_generation=GenerationSettings(max_new_tokens=max_new_tokens),
+        cache_dir=tmp_path / "runs",
+    )
+
+
+def _add_choice(user_dir, i: int) -> None:
+    left = Image.new("RGB", (32, 32), (200, 40 + i, 10))
+    right = Image.new("RGB", (32, 32), (10, 40 + i, 200))
+    record_choice(user_dir, "demo", f"pair{i:06d}", f"a lantern {i}", "left", left, right)
+
+
+def test_only_new_references_go_through_the_reasoner(backend, tmp_path, demo_user_copy):
+    reasoner = CountingReasoner(backend)
+    pig = _pig(reasoner, tmp_path)
+    first = pig.build_context(load_user(str(demo_user_copy)))
+    assert reasoner.calls == [8]
+    _add_choice(demo_user_copy, 1)
+    _add_choice(demo_user_copy, 2)
+    second = pig.build_context(load_user(str(demo_user_copy)))
+    assert reasoner.calls == [8, 2]  # the two new references only
+    assert second.key != first.key and len(second.rationales) == 10
+    assert second.texts[:8] == first.texts  # the unchanged references keep their rationales
+    assert [r.prompt for r in second.rationales[8:]] == ["a lantern 1", "a lantern 2"]
+    assert pig.build_context(load_user(str(demo_user_copy))).to_dict() == second.to_dict()
+    assert reasoner.calls == [8, 2]  # the whole context is cached too
+
+
+def test_every_key_part_makes_a_new_rationale(backend, tmp_path, demo_user_copy):
+    """The per-reference key is honest: another generation setting, a changed image or a rebuild runs the reasoner
+    again; the whole-context file is untouched by the rationale files beside it."""
+    reasoner = CountingReasoner(backend)
+    _pig(reasoner, tmp_path).build_context(load_user(str(demo_user_copy)))
+    _pig(reasoner, tmp_path, max_new_tokens=13).build_context(load_user(str(demo_user_copy)))
+    assert reasoner.calls == [8, 8]
+    image = demo_user_copy / "images" / "ref03_rejected.png"
+    with Image.open(image) as im:
+        changed = im.convert("RGB")
+    changed.putpixel((1, 1), tuple(255 - c for c in changed.getpixel((1, 1))))
+    changed.save(image)
+    pig = _pig(reasoner, tmp_path)
+    context = pig.build_context(load_user(str(demo_user_copy)))
+    assert reasoner.calls == [8, 8, 1]  # the changed reference only
+    pig.build_context(load_user(str(demo_user_copy)), rebuild=True)
+    assert reasoner.calls == [8, 8, 1, 8]
+    folder = tmp_path / "runs" / "demo" / "context"
+    assert len(list(folder.glob("*.json"))) == 3  # whole contexts: three keys (rebuild overwrote its own)
+    assert json.loads(ctx.context_path(tmp_path / "runs", "demo", context.key).read_text())["user_id"] == "demo"
+
+
+def test_a_corrupt_rationale_is_rebuilt_with_a_warning(backend, tmp_path, demo_user_copy, caplog):
+    reasoner = CountingReasoner(backend)
+    pig = _pig(reasoner, tmp_path)
+    first = pig.build_context(load_user(str(demo_user_copy)))
+    rationale = sorted((tmp_path / "runs" / "demo" / "context" / "rationales").glob("*.json"))[0]
+    rationale.write_text('{"key": "other", "text": "forged"}')
+    _add_choice(demo_user_copy, 3)  # a new whole-context key, so the rationale files are read
+    second = pig.build_context(load_user(str(demo_user_copy)))
+    assert reasoner.calls == [8, 2] and "forged" not in second.texts
+    assert "Rationale cache" in caplog.text and second.texts[:8] == first.texts
+
+
+def test_rationale_keys_are_literal_and_depend_on_each_part():
+    base = ("m@x", "pigreward-reasoner-v1", {"max_new_tokens": 96}, "d" * 64)
+    key = ctx.rationale_key(*base)
+    assert key == ctx.rationale_key(*base) and len(key) == 24
+    variants = [
+        ("m@y", *base[1:]),
+        (base[0], "other-template", *base[2:]),
+        (*base[:2], {"max_new_tokens": 97}, base[3]),
+        (*base[:3], "e" * 64),
+    ]
+    assert len({key, *(ctx.rationale_key(*v) for v in variants)}) == 5
