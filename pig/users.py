@@ -81,6 +81,7 @@ def user_entry(name: str, users_dir: str | Path, runs_dir: str | Path) -> dict:
             heldout_pairs=len(user.heldout),
             training_prompts=len(user.training_prompts),
             sandbox=user.sandbox is not None,
+            page_choices=_page_choices(user.root),
         )
     user_id = entry["user_id"]
     status = context_status(runs_dir, user_id, references_hash)
@@ -96,13 +97,34 @@ def user_entry(name: str, users_dir: str | Path, runs_dir: str | Path) -> dict:
 
 
 def _adapter(run: Run, latest: Run | None) -> dict:
+    parent = run.info.init_adapter
     return {
         "run": run.name,
         "path": str(run.adapter_dir),
         "trainer": run.info.trainer,
         "trained_steps": run.info.trained_steps,
         "latest": latest is not None and run.adapter_dir.resolve() == latest.adapter_dir.resolve(),
+        # what it was trained on (None: saved before adapters recorded it) and the adapter it continued
+        "references": run.info.references,
+        "choices": run.info.choices,
+        "parent": Path(parent).parent.name if parent else None,
     }
+
+
+def _page_choices(user_dir: Path) -> dict:
+    """The choices the user made on the choice page (`pig choose`), from their log (`reward.choices`)."""
+    from reward.choices import count_choices
+
+    counts = count_choices(user_dir)
+    return {"choices": counts.choices, "skips": counts.skips, "pending": counts.pending, "refused": counts.refused}
+
+
+def _seen(adapter: dict) -> str:
+    if adapter["references"] is None:
+        return ""
+    return f", {adapter['references']} references incl. {adapter['choices']} page choices" + (
+        f", from {adapter['parent']}" if adapter["parent"] else ""
+    )
 
 
 def _evaluation(latest: Run | None, runs: list[Run]) -> dict | None:
@@ -130,8 +152,15 @@ def _describe(entry: dict) -> str:
         else f"UNUSABLE: {entry['error']}"
     )
     lines = [f"{entry['user_id']}  ({facts})", f"  context:  {entry['context']['status']}"]
+    page = entry.get("page_choices")
+    if page and (page["choices"] or page["skips"] or page["pending"] or page["refused"]):
+        lines.append(
+            f"  choices:  {page['choices']} made on the page (pig choose), {page['skips']} skips"
+            + (f", {page['pending']} pending (finished by the next choice or pig update)" if page["pending"] else "")
+            + (f", {page['refused']} refused" if page["refused"] else "")
+        )
     adapters = [
-        f"{a['run']} ({a['trainer']}, {a['trained_steps']} step{'s' if a['trained_steps'] != 1 else ''})"
+        f"{a['run']} ({a['trainer']}, {a['trained_steps']} step{'s' if a['trained_steps'] != 1 else ''}{_seen(a)})"
         f"{' <- LATEST' if a['latest'] else ''}"
         for a in entry["adapters"]
     ]

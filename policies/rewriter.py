@@ -76,6 +76,11 @@ class AdapterInfo:
     trained_steps: int = 0
     trainer: str = "grpo"
     temperature: float = 1.0  # the sampling temperature of training: evaluation samples "as in training" with it
+    # What the adapter was trained on and from (issue 22; None in adapters saved before): the user's references and
+    # how many of them were choices made on the choice page (`reward.choices`), and the adapter it continued.
+    references: int | None = None
+    choices: int | None = None
+    init_adapter: str | None = None
 
     def save(self, folder: str | Path) -> None:
         Path(folder, ADAPTER_META).write_text(json.dumps(self.__dict__, indent=2), encoding="utf-8")

@@ -338,6 +338,7 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
             trained_steps=trainer.state.global_step,
             trainer=args.algorithm,
             temperature=getattr(training_args, "temperature", None) or args.dpo_temperature,
+            **_seen_fields(user, args),
         ).save(adapter_dir)
         (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         from rl.tracking import learning_curve
@@ -355,6 +356,20 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
     except ImportError:
         pass
     return adapter_dir
+
+
+def _seen_fields(user, args: PigArguments) -> dict:
+    """`AdapterInfo`'s record of what the adapter was trained on and from (issue 22): the user's references (all
+    users' for a population), how many of them were choices made on the choice page (`reward.choices`), and the
+    adapter it continued (`--init_adapter`), so that `pig users` can show it."""
+    from reward.choices import count_choices
+
+    users = user if isinstance(user, list) else [user]
+    return {
+        "references": sum(len(u.references) for u in users),
+        "choices": sum(count_choices(u.root).choices for u in users),
+        "init_adapter": str(Path(args.init_adapter).resolve()) if args.init_adapter else None,
+    }
 
 
 def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
