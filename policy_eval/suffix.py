@@ -219,6 +219,13 @@ def search(pig_args: PigArguments, args: SuffixArguments, argv: list[str]) -> di
     def mean(values: list[float]) -> float:
         return sum(values) / len(values)
 
+    def fits(n: int) -> bool:
+        try:
+            halving_plan(n, len(prompts), stage_budget, orders)
+        except ConfigError:
+            return False
+        return True
+
     stage = 0
     while stage < len(stages):
         candidates = stages[stage]
@@ -259,7 +266,11 @@ def search(pig_args: PigArguments, args: SuffixArguments, argv: list[str]) -> di
             judged.setdefault(c, []).extend(values)
         ranked = sorted(candidates, key=lambda c: (-len(scores[c]), -mean(scores[c])))
         if stage == 0 and not args.candidates and len(ranked) > 1:
-            stages.append(combinations_of(ranked))
+            combined = combinations_of(ranked)
+            # as many combinations as the stage's budget can judge once each (the best single phrase comes first)
+            while len(combined) > 1 and not fits(len(combined)):
+                combined.pop()
+            stages.append(combined)
         stage += 1
     best = alive[0]
 
