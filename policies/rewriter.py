@@ -1,8 +1,11 @@
 """The prompt-rewriting policy: its chat prompt, how a rewrite is read from its answer, and loading it with a
 user's LoRA adapter for serving.
 
-The policy sees only the user's prompt; what it knows about the user lives in the per-user LoRA adapter that
-reinforcement learning trained against that user's PIGReward verdicts.
+A per-user adapter sees only the user's prompt: what it knows about the user lives in the LoRA weights that
+reinforcement learning trained against that user's PIGReward verdicts. A *context-conditioned* adapter (the population
+model, issue 21: one LoRA for every user) also reads the user's context, the reasoner's rationales about their past
+choices, as text in its system message (`build_chat(..., context=rationales)`); its `pig_adapter.json` records that
+(`AdapterInfo.context_format`), so serving knows to ask for the user's context.
 """
 
 from __future__ import annotations
@@ -31,9 +34,41 @@ FEW_SHOT = (
 ADAPTER_META = "pig_adapter.json"
 _PREFIX = re.compile(r"^(?:rewritten\s*prompt|prompt|rewrite|answer)\s*[:\-]\s*", re.I)
 
+CONTEXT_FORMAT = "rationales-v1"
+"""How a context-conditioned policy is given the user's context (recorded as `AdapterInfo.context_format`): the
+system prompt, a blank line, `CONTEXT_HEADER`, then the reasoner's rationales one per numbered line
+(`format_policy_context`). A new layout needs a new id: an adapter is served with the layout it was trained on."""
+CONTEXT_HEADER = "What this user's past choices say about their taste:"
+NO_POLICY_CONTEXT = "(nothing is known about this user yet)"
+POPULATION = "population"
+"""The runs folder of the population model: `runs/population/<run>/adapter`, `runs/population/LATEST` (read by
+`pig rewrite --user U` for a user without an adapter of their own)."""
 
-def build_chat(prompt: str, system_prompt: str = SYSTEM_PROMPT, few_shot=()) -> list[dict]:
-    """The conversation the policy completes for one user prompt: system, few-shot turns, the prompt."""
+
+def format_policy_context(rationales) -> str:
+    """The user's context as the policy reads it: one numbered line per rationale, in order (or a fixed marker for
+    an empty context). Each rationale is made one line (it cannot forge a numbered line of its own) and chat-control
+    tokens are broken (it cannot open a turn); nothing else is changed or parsed: the policy reads the reasoner's
+    text as it is, like the judge (`reward.templates.format_context`, which `policies/` may not import)."""
+    lines = [" ".join(str(r).split()).replace("<|", "< |").replace("|>", "| >") for r in rationales]
+    lines = [line for line in lines if line]
+    if not lines:
+        return NO_POLICY_CONTEXT
+    return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+
+
+def build_chat(prompt: str, system_prompt: str = SYSTEM_PROMPT, few_shot=(), context=None) -> list[dict]:
+    """The conversation the policy completes for one user prompt: system, few-shot turns, the prompt.
+
+    `context` (the user's rationales, a list of str; `[]` for a user nothing is known about) is for a
+    context-conditioned policy: it goes into the system message under `CONTEXT_HEADER` (`CONTEXT_FORMAT`), so the
+    user turn stays the bare prompt, as in the warm start's training. `None` (the default) is the plain chat of a
+    per-user adapter. Training, evaluation and serving all build the chat here.
+    """
+    if context is not None:
+        if isinstance(context, str):
+            raise TypeError("context is a list of rationale texts (one per past choice), not one string.")
+        system_prompt = f"{system_prompt}\n\n{CONTEXT_HEADER}\n{format_policy_context(context)}"
     messages = [{"role": "system", "content": system_prompt}]
     for question, answer in few_shot:
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
@@ -81,6 +116,15 @@ class AdapterInfo:
     references: int | None = None
     choices: int | None = None
     init_adapter: str | None = None
+    # A context-conditioned adapter (`CONTEXT_FORMAT`; None: it reads the prompt only), and how the contexts it was
+    # trained on were built (reasoner model, template, generation settings): serve it with contexts built that way.
+    context_format: str | None = None
+    context_source: dict = field(default_factory=dict)
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether the adapter reads the user's context in its chat (and must be served with one)."""
+        return self.context_format is not None
 
     def save(self, folder: str | Path) -> None:
         Path(folder, ADAPTER_META).write_text(json.dumps(self.__dict__, indent=2), encoding="utf-8")
@@ -95,11 +139,18 @@ class AdapterInfo:
                 f"{ADAPTER_META}), e.g. runs/<user>/<run>/adapter."
             )
         try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
+            info = cls(**json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
             raise AdapterError(
                 f"{path} is corrupt ({err}). Retrain the adapter, or restore the file that rl/train_policy.py wrote."
             ) from err
+        if info.context_format not in (None, CONTEXT_FORMAT):
+            raise AdapterError(
+                f"{path}: the adapter reads the user's context in the layout {info.context_format!r}, which this "
+                f"version of pig-rl does not know (it writes {CONTEXT_FORMAT!r}). Serve it with the version that "
+                "trained it, or retrain."
+            )
+        return info
 
 
 def check_adapter_files(folder: str | Path) -> None:
@@ -211,9 +262,11 @@ def generate_completions(
     no_repeat_ngram_size: int = 0,
     system_prompt: str = SYSTEM_PROMPT,
     few_shot=(),
+    context=None,
 ) -> list[str]:
-    """The policy's raw answers to `build_chat(prompt)`: `n` per prompt, grouped by prompt; greedy when `temperature`
-    is 0, else sampled with `seed` (the global RNG is left alone). Shared by serving and DPO pair collection.
+    """The policy's raw answers to `build_chat(prompt, ..., context)`: `n` per prompt, grouped by prompt; greedy when
+    `temperature` is 0, else sampled with `seed` (the global RNG is left alone). Shared by serving and DPO pair
+    collection. `context`: one user's rationales, shown with every prompt (a context-conditioned policy only).
 
     `no_repeat_ngram_size` blocks n-grams repeated *within the answer* only: transformers' own option also counts the
     prompt, which forbids copying the user's words ("a kite flying over the beach" came back as "... over a lake").
@@ -226,7 +279,7 @@ def generate_completions(
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
     texts = [
         tokenizer.apply_chat_template(
-            build_chat(p, system_prompt, few_shot), tokenize=False, add_generation_prompt=True
+            build_chat(p, system_prompt, few_shot, context), tokenize=False, add_generation_prompt=True
         )
         for p in prompts
     ]
@@ -318,6 +371,7 @@ class PromptRewriter:
         self.few_shot = [tuple(pair) for pair in self.info.few_shot] if self.info else ()
         self.max_new_tokens = self.info.max_new_tokens if self.info else 48
         self.train_temperature = self.info.temperature if self.info else 1.0
+        self.needs_context = bool(self.info and self.info.needs_context)
 
     def rewrite(
         self,
@@ -326,8 +380,40 @@ class PromptRewriter:
         seed: int = 0,
         repetition_penalty: float = 1.0,
         no_repeat_ngram_size: int = 3,
+        context=None,
     ) -> list[str]:
-        """One rewrite per prompt: greedy when `temperature` is 0, else sampled (seeded, reproducible)."""
+        """One rewrite per prompt: greedy when `temperature` is 0, else sampled (seeded, reproducible).
+
+        `context`: the user's rationales (list of str), required by a context-conditioned adapter (`needs_context`)
+        and refused by any other (its chat never held one).
+
+        Raises:
+            AdapterError: a context is missing, or given to an adapter that does not read one.
+        """
+        if self.needs_context and context is None:
+            raise AdapterError(
+                "This adapter reads the user's context (pig_adapter.json: context_format "
+                f"{self.info.context_format!r}): pass the user's rationales, e.g. `pig rewrite --user U`, which "
+                "builds or reads U's context."
+            )
+        if context is not None and not self.needs_context:
+            raise AdapterError(
+                "This adapter was trained on the prompt alone (no context_format in its pig_adapter.json): serve it "
+                "without a context."
+            )
+        return self._rewrite(prompts, temperature, seed, repetition_penalty, no_repeat_ngram_size, context)
+
+    def rewrite_base(self, prompts: list[str], **decoding) -> list[str]:
+        """The base policy's rewrites (`--compare`): the adapter disabled and the plain chat, without a context (the
+        warm start never saw one)."""
+        if self.info is None:
+            return self._rewrite(prompts, **decoding)
+        with self.model.disable_adapter():
+            return self._rewrite(prompts, **decoding)
+
+    def _rewrite(
+        self, prompts, temperature=0.0, seed=0, repetition_penalty=1.0, no_repeat_ngram_size=3, context=None
+    ) -> list[str]:
         answers = generate_completions(
             self.model,
             self.tokenizer,
@@ -339,5 +425,6 @@ class PromptRewriter:
             no_repeat_ngram_size=no_repeat_ngram_size,
             system_prompt=self.system_prompt,
             few_shot=self.few_shot,
+            context=context,
         )
         return [extract_rewrite(a) for a in answers]

@@ -309,3 +309,60 @@ def load_user(user: str, users_dir: str | Path = "users") -> UserData:
     if sandbox is not None and not isinstance(sandbox, dict):
         raise UserDataError(f"{file}: 'sandbox' must be an object with 'prefs' and 'weights', got {sandbox!r}.")
     return UserData(user_id, root, references, heldout, [p.strip() for p in prompts], str(description), sandbox)
+
+
+# ------------------------------------------------------------------------------------------------------ populations
+POPULATION_MANIFEST = "population.json"
+"""A folder of users may hold this manifest (`python -m localmodels.demo_user --population N --heldout M` writes one):
+`{"train": [user ids], "heldout": [user ids], ...}`, the ids being sub-folders of that folder. A population run
+trains on `train` only; `heldout` users are never trained on."""
+
+
+def load_population(spec: str, users_dir: str | Path = "users") -> tuple[list[UserData], list[str]]:
+    """The users a population run trains on, and the ids its manifest holds out.
+
+    Args:
+        spec: a folder of user folders (with a `population.json`: its `train` users; without one: every sub-folder
+            holding a user.json), or a comma-separated list of user ids under `users_dir` or paths to user folders.
+        users_dir: where the ids of a comma list live.
+
+    Raises:
+        UserDataError: an unknown user, a malformed manifest, a user id twice, fewer than two users; or any user's
+            own data error (see `load_user`).
+    """
+    folder = Path(spec)
+    heldout: list[str] = []
+    if folder.is_dir() and not (folder / USER_FILE).is_file():
+        manifest = folder / POPULATION_MANIFEST
+        if manifest.is_file():
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise UserDataError(f"{manifest} is not valid JSON: {err}.") from err
+            ids, heldout = (data.get(k) if isinstance(data, dict) else None for k in ("train", "heldout"))
+            heldout = [] if heldout is None else heldout
+            valid = isinstance(ids, list) and ids and isinstance(heldout, list)
+            if not (valid and all(isinstance(i, str) and i for i in ids + heldout)):
+                raise UserDataError(
+                    f'{manifest}: expected {{"train": [user ids], "heldout": [user ids]}} with at least one '
+                    "training user. Fix it, or remove it to train on every user folder there."
+                )
+            overlap = sorted(set(ids) & set(heldout))
+            if overlap:
+                raise UserDataError(f"{manifest}: users {overlap} are both trained on and held out. Fix the manifest.")
+            members = [str(folder / i) for i in ids]
+        else:
+            members = [str(folder / name) for name in available_users(folder)]
+    else:
+        members = [m.strip() for m in spec.split(",") if m.strip()]
+    users = [load_user(m, users_dir) for m in members]
+    ids = [u.user_id for u in users]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise UserDataError(f"--population {spec}: user ids {repeated} appear more than once. Name each user once.")
+    if len(users) < 2:
+        raise UserDataError(
+            f"--population {spec} holds {len(users)} user(s): a population needs at least two (for one user, train "
+            "a per-user adapter with --user)."
+        )
+    return users, heldout

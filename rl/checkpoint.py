@@ -247,6 +247,37 @@ def pin_context(run_dir: str | Path, context, resume: bool, is_main_process: boo
     return pinned
 
 
+def pin_contexts(run_dir: str | Path, contexts: dict, resume: bool, is_main_process: bool = True) -> dict:
+    """`pin_context` for a population run: `{user_id: context}` recorded in run_state.json (`contexts`), and on
+    resume the recorded ones, after checking that the same users' contexts would be built the same way.
+
+    Raises:
+        ConfigError: on resume, the users differ from the recorded ones, or a user's context has another cache key.
+    """
+    from reward.context import UserContext
+
+    recorded = read_state(run_dir).get("contexts") if resume else None
+    if recorded is None:
+        if is_main_process:
+            update_state(
+                run_dir,
+                contexts={user: c.to_dict() for user, c in contexts.items()},
+                context_keys={user: c.key for user, c in contexts.items()},
+                started=time.time(),
+            )
+        return contexts
+    pinned = {user: UserContext.from_dict(data) for user, data in recorded.items()}
+    changed = sorted(u for u in set(pinned) | set(contexts) if u not in pinned or u not in contexts)
+    changed += sorted(u for u in set(pinned) & set(contexts) if pinned[u].key != contexts[u].key)
+    if changed:
+        raise ConfigError(
+            f"--resume: {Path(run_dir) / STATE_FILE} was trained on other users or other contexts than this command "
+            f"builds (users {changed}: added, removed, or with another reasoner, template or references). Resume with "
+            "the population, judge, reasoner and user data the run started with, or start a new run."
+        )
+    return pinned
+
+
 # ------------------------------------------------------------------------------------------- train, or checkpoint
 def train(trainer, resume_from: str | Path | None = None) -> None:
     """`trainer.train(resume_from_checkpoint=...)`; if the judge is gone for good (`JudgeUnavailable`), a checkpoint of

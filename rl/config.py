@@ -89,7 +89,20 @@ class PigArguments:
     """Everything that is not the trainer or the policy: the user, the renderer, the judge, the reward."""
 
     user: str | None = field(
-        default=None, metadata={"help": "User id (a folder under --users_dir) or a path to a user folder. Required."}
+        default=None,
+        metadata={
+            "help": "User id (a folder under --users_dir) or a path to a user folder. Required, unless --population."
+        },
+    )
+    population: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train one context-conditioned rewriter for many users instead of one user's adapter (issue 21): "
+            "a folder of user folders (its population.json's `train` users, else every user there) or a comma list "
+            "of user ids/paths. The dataset has one row per (user, training prompt); the policy reads each user's "
+            "context in its chat, and each group is judged under its own user's context. Output: "
+            "{runs_dir}/population/<run>/adapter, pointed at by {runs_dir}/population/LATEST."
+        },
     )
     algorithm: str = field(
         default=_cpu("algorithm"),

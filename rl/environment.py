@@ -29,6 +29,11 @@ For sandbox users a ground truth (the user's hidden taste, on pixels) also score
 original's; it is logged beside the judge's reward (`reward/ground_truth`, `judge/ground_truth_agreement`) to watch
 for reward hacking, and never enters the reward.
 
+A population run (one context-conditioned policy for many users, issue 21) gives the environment one context per user
+(`{user_id: context}`) and, for sandbox users, one ground truth per user; TRL passes each sample's `user_id` (a
+dataset column) to the reward functions, every group is one user's (`rl.groups.split_groups` checks it), and each
+group is judged under its own user's context and measured by its own user's taste.
+
 TRL calls each reward function with the whole batch of its process. The terms are computed once per batch by
 [`PersonalizedEnvironment`] and exposed as three reward functions, so TRL logs them separately (`rewards/preference`,
 `rewards/fidelity`, `rewards/repetition`) and combines them with
@@ -41,6 +46,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +83,7 @@ class BatchResult:
     comparisons: list[list[Comparison]]  # per completion -> its comparisons with the original, per slot
     similarity: list[float] | None = None  # raw cosine similarity of each rewrite to its original
     ground_truth: list[float] | None = None  # sandbox users: true preference of each rewrite over the original
+    users: list[str] | None = None  # a population run: each rewrite's user
 
 
 # Short function words that any phrase may reuse ("in amber tones, in a park"): they never make a repeat.
@@ -128,7 +135,8 @@ class PersonalizedEnvironment:
 
     Args:
         pig: the frozen [`PIGReward`].
-        context: the user's context (built once before training).
+        context: the user's context (built once before training), or for a population run `{user_id: context}`: each
+            sample is then judged under the context of its `user_id` (TRL passes the dataset column of that name).
         renderer: the [`Renderer`].
         embedder: sentence embedder for fidelity.
         num_generations: group size (TRL's `num_generations`); every batch must hold whole groups.
@@ -138,7 +146,8 @@ class PersonalizedEnvironment:
         compare_to: `"original"`, `"group"` or `"both"` (the mean of the two win rates); see the module docstring.
         fidelity_floor: cosine similarity below which the fidelity gate penalises a rewrite.
         ground_truth: optional `(images_a, images_b, prompts=...) -> list[float]` true preferences (sandbox users; the
-            original prompts name what was asked for), logged only.
+            original prompts name what was asked for), logged only; for a population, `{user_id: that function}`
+            over every user of `context`.
         sample_logger: optional callable `(BatchResult) -> None` for W&B tables (main process only).
         profile: optional [`rl.step_profile.StepProfile`] that receives the seconds of rendering, judging, the rest of
             the reward and sample logging, and the number of judged rewrites.
@@ -174,6 +183,15 @@ class PersonalizedEnvironment:
             raise ValueError(f"compare_to must be one of {COMPARE_TO}, got {compare_to!r}.")
         if compare_to != "original" and num_generations < 2:
             raise ValueError(f"compare_to={compare_to!r} compares rewrites of a group: num_generations must be >= 2.")
+        self.population = isinstance(context, Mapping)
+        if self.population:
+            if not context:
+                raise ValueError("A population environment needs at least one user's context.")
+            if ground_truth is not None and set(ground_truth) != set(context):
+                raise ValueError("A population's ground truth must name the same users as its contexts.")
+        elif isinstance(ground_truth, Mapping):
+            raise ValueError("One user's environment takes one ground-truth function, not a mapping.")
+        self.contexts = dict(context) if self.population else None
         self.pig, self.context, self.renderer, self.embedder = pig, context, renderer, embedder
         self.num_generations, self.images_per_prompt = num_generations, images_per_prompt
         self.seed, self.seed_per_step, self.sample_logger = seed, seed_per_step, sample_logger
@@ -188,28 +206,48 @@ class PersonalizedEnvironment:
         self._last: BatchResult | None = None
 
     # TRL reward functions: `f(prompts, completions, **kwargs) -> list[float | None]`, named by `__name__`.
-    def preference(self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, **kwargs):
-        return self._result(completions, original_prompt, trainer_state, log_metric).preference
+    def preference(
+        self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, user_id=None, **kwargs
+    ):
+        return self._result(completions, original_prompt, trainer_state, log_metric, user_id).preference
 
-    def fidelity(self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, **kwargs):
-        return self._result(completions, original_prompt, trainer_state, log_metric).fidelity
+    def fidelity(
+        self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, user_id=None, **kwargs
+    ):
+        return self._result(completions, original_prompt, trainer_state, log_metric, user_id).fidelity
 
-    def repetition(self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, **kwargs):
-        return self._result(completions, original_prompt, trainer_state, log_metric).repetition
+    def repetition(
+        self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, user_id=None, **kwargs
+    ):
+        return self._result(completions, original_prompt, trainer_state, log_metric, user_id).repetition
 
-    def _result(self, completions, originals, trainer_state, log_metric) -> BatchResult:
+    def _result(self, completions, originals, trainer_state, log_metric, users=None) -> BatchResult:
         rewrites = [extract_rewrite(completion_text(c)) for c in completions]
         step = trainer_state.global_step if trainer_state is not None else 0
-        key = (step, tuple(originals), tuple(rewrites))
+        users = list(users) if self.population and users is not None else None
+        key = (step, tuple(originals), tuple(rewrites), tuple(users or ()))
         if key != self._last_key:
-            self._last = self.compute(list(originals), rewrites, step, log_metric)
+            self._last = self.compute(list(originals), rewrites, step, log_metric, users=users)
             self._last_key = key
         return self._last
 
-    def compute(self, originals: list[str], rewrites: list[str], step: int, log_metric=None) -> BatchResult:
-        """Render, judge and score one batch of whole groups."""
+    def compute(
+        self, originals: list[str], rewrites: list[str], step: int, log_metric=None, users: list[str] | None = None
+    ) -> BatchResult:
+        """Render, judge and score one batch of whole groups (`users`: each sample's user, population runs only)."""
         began = time.perf_counter()
-        groups = split_groups(originals, self.num_generations)
+        if self.population:
+            if users is None:
+                raise ValueError(
+                    "A population environment needs each sample's user: the training dataset's `user_id` column "
+                    "(TRL passes it to the reward functions) or compute(..., users=...)."
+                )
+            unknown = sorted(set(users) - set(self.contexts))
+            if unknown:
+                raise ValueError(f"No context was built for users {unknown}: build every user's context first.")
+        elif users is not None:
+            raise ValueError("users= is for a population environment (built with one context per user).")
+        groups = split_groups(originals, self.num_generations, users)
         slots = range(self.images_per_prompt)
         seed_step = step if self.seed_per_step else None
         group_seeds = {g.start: [crn_seed(self.seed, originals[g.start], seed_step, k) for k in slots] for g in groups}
@@ -249,7 +287,8 @@ class PersonalizedEnvironment:
                 original_images[split_start(i, self.num_generations)][k] if j is None else rewrite_images[j][k]
             )
         judged = time.perf_counter()
-        comparisons = self._judge(judged_prompts, images_a, images_b, step)
+        judged_users = [users[i] for i, _, _ in pairs] if users is not None else None
+        comparisons = self._judge(judged_prompts, images_a, images_b, step, judged_users)
         judge_seconds = time.perf_counter() - judged
 
         # 3. Reduce: win rates per rewrite; an undecided comparison is a tie (0.5), counted (`reward.reduction`).
@@ -271,11 +310,12 @@ class PersonalizedEnvironment:
         if self.ground_truth is not None:  # the sandbox user's truth: logged beside the reward, never part of it
             # One call: each rewrite's images vs its original's (the monitor), then every pair the judge saw.
             n_monitor = len(rewrites) * self.images_per_prompt
-            flat = self.ground_truth(
+            flat = self._truth(
                 [rewrite_images[i][k] for i in range(len(rewrites)) for k in slots] + images_a,
                 [original_images[split_start(i, self.num_generations)][k] for i in range(len(rewrites)) for k in slots]
                 + images_b,
-                prompts=[originals[i] for i in range(len(rewrites)) for _ in slots] + judged_prompts,
+                [originals[i] for i in range(len(rewrites)) for _ in slots] + judged_prompts,
+                None if users is None else [users[i] for i in range(len(rewrites)) for _ in slots] + judged_users,
             )
             n = self.images_per_prompt
             truth = [sum(flat[i * n : (i + 1) * n]) / n for i in range(len(rewrites))]
@@ -292,6 +332,7 @@ class PersonalizedEnvironment:
             vs_original,
             similarity,
             truth,
+            users,
         )
 
         alarm = self.alarm.check(undecided / len(comparisons), step)
@@ -328,13 +369,41 @@ class PersonalizedEnvironment:
             self.profile.record("log", time.perf_counter() - logged)
         return result
 
-    def _judge(self, prompts: list[str], images_a: list, images_b: list, step: int) -> list[Comparison]:
-        """`pig.compare`, where a failed judge call (`BackendError`) makes the batch undecided, counted by cause, until
-        `max_failed_batches` batches in a row failed or the server refused the request: then `JudgeUnavailable`."""
+    def _truth(self, images_a: list, images_b: list, prompts: list[str], users: list[str] | None) -> list[float]:
+        """The ground truth of each pair; in a population, each pair measured by its own user's taste."""
+        if users is None:
+            return self.ground_truth(images_a, images_b, prompts=prompts)
+        flat: list[float] = [0.0] * len(prompts)
+        for user, index in _by_user(users).items():
+            got = self.ground_truth[user](
+                [images_a[i] for i in index], [images_b[i] for i in index], prompts=[prompts[i] for i in index]
+            )
+            for i, value in zip(index, got):
+                flat[i] = value
+        return flat
+
+    def _judge(
+        self, prompts: list[str], images_a: list, images_b: list, step: int, users: list[str] | None = None
+    ) -> list[Comparison]:
+        """`pig.compare` (in a population, one call per user under that user's context), where a failed judge call
+        (`BackendError`) makes the batch undecided, counted by cause, until `max_failed_batches` batches in a row
+        failed or the server refused the request: then `JudgeUnavailable`."""
         from reward.openai_backend import BackendError
 
         try:
-            comparisons = self.pig.compare(prompts, images_a, images_b, self.context)
+            if users is None:
+                comparisons = self.pig.compare(prompts, images_a, images_b, self.context)
+            else:
+                comparisons = [None] * len(prompts)
+                for user, index in _by_user(users).items():
+                    judged = self.pig.compare(
+                        [prompts[i] for i in index],
+                        [images_a[i] for i in index],
+                        [images_b[i] for i in index],
+                        self.contexts[user],
+                    )
+                    for i, comparison in zip(index, judged):
+                        comparisons[i] = comparison
         except BackendError as err:
             self.failed_batches += 1
             kind = failure_kind(err)
@@ -358,6 +427,7 @@ class PersonalizedEnvironment:
             for i, rewrite in enumerate(batch.rewrites):
                 row = {
                     "step": batch.step,
+                    **({"user": batch.users[i]} if batch.users is not None else {}),
                     "prompt": batch.originals[i],
                     "rewrite": rewrite,
                     "preference": batch.preference[i],
@@ -366,3 +436,11 @@ class PersonalizedEnvironment:
                     "ground_truth": batch.ground_truth[i] if batch.ground_truth is not None else None,
                 }
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _by_user(users: list[str]) -> dict[str, list[int]]:
+    """The indices of each user's items, users in order of first appearance."""
+    index: dict[str, list[int]] = {}
+    for i, user in enumerate(users):
+        index.setdefault(user, []).append(i)
+    return index

@@ -7,6 +7,8 @@ W&B's environment when imported).
 
 from __future__ import annotations
 
+import time
+
 from rl.config import PigArguments
 
 
@@ -32,12 +34,53 @@ def build_reward_stack(args: PigArguments, user, device: str, state):
 
     Returns (pig, context, renderer, embedder); shared by training and `policy_eval/evaluate_policy.py`.
     """
-    from reward.backends import GenerationSettings
-    from reward.pigreward import JudgeSettings, PIGReward
+    pig = build_pigreward(args, device)
+    with state.main_process_first():  # the main process builds the context; the others then read its cache
+        context = pig.build_context(user, rebuild=args.rebuild_context and state.is_main_process)
+    if state.is_main_process:
+        print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id}):")
+        for r in context.rationales:
+            print(f"  {r.reference_index}. {r.text}")
+    renderer, embedder = _renderer_and_embedder(args, device)
+    return pig, context, renderer, embedder
+
+
+def build_population_stack(args: PigArguments, users: list, device: str, state):
+    """`build_reward_stack` for a population: every user's context built once (cached) before training.
+
+    Returns (pig, {user_id: context}, renderer, embedder).
+    """
+    pig = build_pigreward(args, device)
+    began, contexts = time.perf_counter(), {}
+    with state.main_process_first():  # the main process builds the contexts; the others then read its cache
+        for user in users:
+            contexts[user.user_id] = pig.build_context(user, rebuild=args.rebuild_context and state.is_main_process)
+    if state.is_main_process:
+        first = next(iter(contexts.values()))
+        lo, hi = min(len(c.rationales) for c in contexts.values()), max(len(c.rationales) for c in contexts.values())
+        print(
+            f"[context] {len(contexts)} users' contexts ({lo if lo == hi else f'{lo}-{hi}'} rationales each, by "
+            f"{first.model_id}) ready in {time.perf_counter() - began:.1f} s; the first one:"
+        )
+        for r in first.rationales:
+            print(f"  {first.user_id} {r.reference_index}. {r.text}")
+    renderer, embedder = _renderer_and_embedder(args, device)
+    return pig, contexts, renderer, embedder
+
+
+def _renderer_and_embedder(args: PigArguments, device: str):
     from reward.similarity import TextEmbedder
     from rl.render import Renderer
 
-    pig = PIGReward.from_names(
+    return Renderer.from_args(args, device), TextEmbedder(args.fidelity_model, device=device)
+
+
+def build_pigreward(args: PigArguments, device: str):
+    """The frozen PIGReward (judge and reasoner) that `args` configure, with contexts cached under `runs_dir`."""
+    from reward.backends import GenerationSettings
+    from reward.pigreward import JudgeSettings, PIGReward
+
+    return PIGReward.from_names(
         judge=args.judge_model,
         reasoner=args.reasoner_model,
         backend=args.judge_backend,
@@ -63,12 +106,3 @@ def build_reward_stack(args: PigArguments, user, device: str, state):
         ),
         cache_dir=args.runs_dir,
     )
-    with state.main_process_first():  # the main process builds the context; the others then read its cache
-        context = pig.build_context(user, rebuild=args.rebuild_context and state.is_main_process)
-    if state.is_main_process:
-        print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id}):")
-        for r in context.rationales:
-            print(f"  {r.reference_index}. {r.text}")
-    renderer = Renderer.from_args(args, device)
-    embedder = TextEmbedder(args.fidelity_model, device=device)
-    return pig, context, renderer, embedder

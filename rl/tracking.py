@@ -71,7 +71,8 @@ class SampleLogger:
         for start in starts:
             original = batch.original_images[start]
             rows.append(list(original))
-            labels.append(f"original: {batch.originals[start]}")
+            who = f"{batch.users[start]}: " if batch.users is not None else ""  # a population run: the user
+            labels.append(f"{who}original: {batch.originals[start]}")
             for i in range(start, start + group_size):
                 pref, fid = batch.preference[i], batch.fidelity[i]
                 rep = batch.repetition[i]

@@ -7,6 +7,8 @@
     accelerate launch rl/train_policy.py --user demo --algorithm rloo        # TRL's RLOOTrainer instead
     accelerate launch rl/train_policy.py --user demo --algorithm dpo         # judged pairs, then TRL's DPOTrainer
                                                                              # (configs/dpo.yaml)
+    accelerate launch rl/train_policy.py --population runs/users/population  # one rewriter for many users, reading
+                                                                             # each user's context (issue 21)
 
 Reads top to bottom: parse -> load user -> build reward -> build dataset -> build trainer -> train -> save adapter.
 """
@@ -75,6 +77,7 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
     from trl import ModelConfig, TrlParser
 
     from common.errors import ConfigError
+    from policies.rewriter import POPULATION
     from reward.users import user_id_of
     from rl import checkpoint
     from rl.config import DEFAULT_RECIPES, inherited_keys, parse_checked, read_recipe
@@ -110,8 +113,16 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
                 f"[config] {config} leaves {len(inherited)} keys to the default recipe "
                 f"configs/{DEFAULT_RECIPES[algorithm]}: {', '.join(inherited)}"
             )
-    if not args.user:
-        parser.error("--user is required: a user id under --users_dir (e.g. demo) or a path to a user folder.")
+    if bool(args.user) == bool(args.population):
+        parser.error(
+            "give --user (a user id under --users_dir, e.g. demo, or a path to a user folder) or --population (a "
+            "folder of users or a comma list of them), one of them."
+        )
+    if args.population and algorithm == "dpo":
+        parser.error(
+            "--population trains with grpo or rloo: the DPO route collects one user's judged pairs. Drop "
+            "--algorithm dpo."
+        )
     if not model_args.use_peft:
         parser.error("This trainer produces one LoRA adapter per user: keep use_peft true.")
     if algorithm != "dpo":
@@ -128,7 +139,12 @@ def parse_args(argv: list[str] | None = None, check_models: bool = True):
                 "fidelity, repetition])."
             )
         training_args.reward_weights = [1.0, args.fidelity_weight, args.repetition_weight]
-    user_key = user_id_of(args.user, args.users_dir)  # `users/demo/user.json` files its run under runs/demo/
+    # `users/demo/user.json` files its run under runs/demo/; a population's under runs/population/
+    user_key = POPULATION if args.population else user_id_of(args.user, args.users_dir)
+    if not args.population and user_key == POPULATION:
+        raise ConfigError(
+            f"The user id {POPULATION!r} is reserved: runs/{POPULATION}/ holds the population model. Rename the user."
+        )
     if training_args.resume_from_checkpoint:
         raise ConfigError(
             "Use --resume (and --run_name to pick the run) instead of resume_from_checkpoint: it also restores the "
@@ -167,7 +183,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def build_trainer(args: PigArguments, training_args, model_args):
-    """Steps 1-4: load the user, build the reward, the dataset and the trainer. Returns (trainer, user)."""
+    """Steps 1-4: load the user, build the reward, the dataset and the trainer. Returns (trainer, user); with
+    `--population`, (trainer, the list of users trained on)."""
     import torch
     import trl
     from accelerate import PartialState
@@ -176,12 +193,14 @@ def build_trainer(args: PigArguments, training_args, model_args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import get_peft_config
 
+    from common.errors import ConfigError
     from common.hub import load_kwargs
     from policies.rewriter import build_chat, check_adapter_files, check_adapter_fits
-    from reward.users import load_user
+    from reward.users import load_population, load_user
     from rl import console, ground_truth
-    from rl.checkpoint import pin_context
+    from rl.checkpoint import pin_context, pin_contexts
     from rl.environment import PersonalizedEnvironment
+    from rl.reward_stack import build_population_stack
     from rl.step_profile import StepProfile
     from rl.tracking import SampleLogger
 
@@ -191,17 +210,41 @@ def build_trainer(args: PigArguments, training_args, model_args):
     if device == "cpu":
         torch.set_num_threads(cpu_threads(args.torch_threads, state.num_processes))
 
-    # 1. The user: references (for the context) and the prompts to train on. Bad data fails here, before any model.
-    user = load_user(args.user, args.users_dir)
-    prompts = user.training_prompts
+    # 1. The user (or, with --population, every user of the population): references (for the context) and the
+    # prompts to train on. Bad data fails here, before any model.
+    if args.population:
+        users, heldout = load_population(args.population, args.users_dir)
+    else:
+        users, heldout = [load_user(args.user, args.users_dir)], []
+    user, prompts = users[0], users[0].training_prompts
+    reads_context = policy_reads_context(args)  # a population model, or a run started from a context-conditioned one
+    if reads_context and args.algorithm == "dpo":
+        raise ConfigError(
+            f"--init_adapter {args.init_adapter} reads the user's context, and the DPO route collects its pairs "
+            "with the plain chat. Start a DPO run from a per-user adapter or a fresh LoRA, or use grpo/rloo."
+        )
     check_configured_models(args, model_args)
-    _print_plan(state, args, training_args, model_args, user, prompts)
+    _print_plan(state, args, training_args, model_args, users, heldout, reads_context)
 
-    # 2. The reward: PIGReward (context built once, cached), the renderer, the fidelity embedder.
-    pig, context, renderer, embedder = build_reward_stack(args, user, device, state)
-    # the context recorded in the run folder: a resumed run judges with the very context it started with
-    context = pin_context(out_dir, context, args.resume, state.is_main_process)
-    taste = ground_truth.taste_of(user)  # sandbox users only: the truth is logged beside the reward, never used by it
+    # 2. The reward: PIGReward (contexts built once, cached), the renderer, the fidelity embedder. The contexts are
+    # recorded in the run folder: a resumed run judges with the very contexts it started with.
+    if args.population:
+        pig, contexts, renderer, embedder = build_population_stack(args, users, device, state)
+        context = contexts = pin_contexts(out_dir, contexts, args.resume, state.is_main_process)
+    else:
+        pig, context, renderer, embedder = build_reward_stack(args, user, device, state)
+        context = pin_context(out_dir, context, args.resume, state.is_main_process)
+        contexts = {user.user_id: context}
+    # sandbox users only: the truth is logged beside the reward, never used by it (nor shown to the policy)
+    tastes = {u.user_id: ground_truth.taste_of(u) for u in users}
+    if args.population and any(t is None for t in tastes.values()):
+        if state.is_main_process and any(t is not None for t in tastes.values()):
+            print("[plan] some users of the population are not sandbox users: no ground truth is logged")
+        truth = None
+    elif args.population:
+        truth = {u: functools.partial(ground_truth.preferences, t) for u, t in tastes.items()}
+    else:
+        truth = functools.partial(ground_truth.preferences, tastes[user.user_id]) if tastes[user.user_id] else None
     dpo = args.algorithm == "dpo"
     profile = StepProfile()  # the `time/` metrics; DPO's reward is computed before training, outside its steps
     env = PersonalizedEnvironment(
@@ -215,7 +258,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
         seed_per_step=args.seed_per_step,
         compare_to=args.compare_to,
         fidelity_floor=args.fidelity_floor,
-        ground_truth=functools.partial(ground_truth.preferences, taste) if taste is not None else None,
+        ground_truth=truth,
         sample_logger=None
         if dpo
         else SampleLogger(
@@ -227,9 +270,19 @@ def build_trainer(args: PigArguments, training_args, model_args):
         max_failed_batches=args.judge_max_failed_batches,
     )
 
-    # 3. The dataset: one conversational prompt per training prompt; `original_prompt` reaches the reward as a kwarg.
+    # 3. The dataset: one conversational prompt per (user, training prompt); `original_prompt` and `user_id` reach
+    # the reward as kwargs (the environment judges each group under its user's context). A context-conditioned
+    # policy reads the user's context (the reasoner's rationales, as text) in its chat; nothing else of the user.
     dataset = Dataset.from_list(
-        [{"prompt": build_chat(p), "original_prompt": p, "user_id": user.user_id} for p in prompts]
+        [
+            {
+                "prompt": build_chat(p, context=contexts[u.user_id].texts if reads_context else None),
+                "original_prompt": p,
+                "user_id": u.user_id,
+            }
+            for u in users
+            for p in u.training_prompts
+        ]
     )
 
     # 4. The trainer: the policy with a fresh LoRA (or the adapter to continue from), TRL's trainer as it is.
@@ -258,7 +311,21 @@ def build_trainer(args: PigArguments, training_args, model_args):
     )
     trainer.callback_handler.callbacks.insert(0, profile)  # first, so that W&B's `on_log` sees the `time/` metrics
     console.install(trainer, out_dir / "metrics.jsonl")  # one progress bar; every logged row to metrics.jsonl
-    return trainer, user
+    return trainer, users if args.population else user
+
+
+def policy_reads_context(args: PigArguments) -> bool:
+    """Whether the policy trained by this run reads the user's context in its chat: a population model always; a
+    per-user run when it starts from a context-conditioned adapter (`--init_adapter` of a population model), so that
+    the adapter keeps the input it was trained on (its saved adapter then reads the context too: serve it with one,
+    `pig rewrite --user U` does)."""
+    from policies.rewriter import ADAPTER_META, AdapterInfo
+
+    if args.population:
+        return True
+    if args.init_adapter and (Path(args.init_adapter) / ADAPTER_META).is_file():
+        return AdapterInfo.load(args.init_adapter).needs_context
+    return False
 
 
 def cpu_threads(requested: int, num_processes: int) -> int:
@@ -320,18 +387,20 @@ def _log_summary(values: dict) -> None:
 
 
 def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -> Path:
-    """Step 6: the adapter in PEFT format, with what is needed to serve it; runs/<user>/LATEST points at it."""
+    """Step 6: the adapter in PEFT format, with what is needed to serve it; runs/<user>/LATEST points at it (a
+    population model's: runs/population/LATEST; `user` is then the list of users it was trained on)."""
     from accelerate import PartialState
 
-    from policies.rewriter import SYSTEM_PROMPT, AdapterInfo, write_latest
+    from policies.rewriter import POPULATION, SYSTEM_PROMPT, AdapterInfo, write_latest
 
     state = PartialState()
     out_dir = Path(training_args.output_dir)
     adapter_dir = out_dir / "adapter"
+    owner = POPULATION if args.population else user.user_id
     trainer.save_model(str(adapter_dir))
     if state.is_main_process:
         AdapterInfo(
-            user_id=user.user_id,
+            user_id=owner,
             base_model=model_args.model_name_or_path,
             system_prompt=SYSTEM_PROMPT,
             max_new_tokens=getattr(training_args, "max_completion_length", None) or args.dpo_max_new_tokens,
@@ -339,15 +408,20 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
             trainer=args.algorithm,
             temperature=getattr(training_args, "temperature", None) or args.dpo_temperature,
             **_seen_fields(user, args),
+            **_context_fields(args, out_dir),
         ).save(adapter_dir)
         (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        if args.population:  # who the population model was trained on (the held-out users: never)
+            (out_dir / "population.json").write_text(
+                json.dumps({"population": args.population, "users": [u.user_id for u in user]}, indent=1) + "\n"
+            )
         from rl.tracking import learning_curve
 
-        curve = learning_curve(trainer.state.log_history, out_dir / "learning_curve.png", title=user.user_id)
+        curve = learning_curve(trainer.state.log_history, out_dir / "learning_curve.png", title=owner)
         if curve is not None:
             print(f"[done] learning curve: {curve}")
-        write_latest(args.runs_dir, user.user_id, adapter_dir)
-        _print_summary(trainer.state.log_history, adapter_dir, user.user_id)
+        write_latest(args.runs_dir, owner, adapter_dir)
+        _print_summary(trainer.state.log_history, adapter_dir, owner)
     try:
         import wandb
 
@@ -356,6 +430,24 @@ def save_adapter(trainer, user, args: PigArguments, training_args, model_args) -
     except ImportError:
         pass
     return adapter_dir
+
+
+def _context_fields(args: PigArguments, out_dir: Path) -> dict:
+    """`AdapterInfo`'s context fields: for a policy that reads the user's context, its layout and how the contexts
+    were built (read from run_state.json, where the run pinned them), so that serving builds contexts the same way."""
+    from policies.rewriter import CONTEXT_FORMAT
+    from rl.checkpoint import read_state
+
+    if not policy_reads_context(args):
+        return {}
+    state = read_state(out_dir)
+    context = next(iter(state["contexts"].values())) if "contexts" in state else state["context"]
+    source = {
+        "reasoner_model_id": context["model_id"],
+        "reasoner_template": context["template_id"],
+        "reasoner_generation": context["generation"],
+    }
+    return {"context_format": CONTEXT_FORMAT, "context_source": source}
 
 
 def _seen_fields(user, args: PigArguments) -> dict:
@@ -372,11 +464,29 @@ def _seen_fields(user, args: PigArguments) -> dict:
     }
 
 
-def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
+def _print_plan(state, args, training_args, model_args, users, heldout, reads_context) -> None:
     import torch
 
     if not state.is_main_process:
         return
+    prompts = users[0].training_prompts
+    if args.population:
+        rows = sum(len(u.training_prompts) for u in users)
+        who = (
+            f"population={args.population}: {len(users)} users, {rows} (user, prompt) rows"
+            + (f"; {len(heldout)} held out by its manifest, never trained on" if heldout else "")
+            + f"; algorithm={args.algorithm}\n"
+            "[plan] the policy reads each user's context (the reasoner's rationales) in its chat"
+        )
+    else:
+        who = (
+            f"user={users[0].user_id} references={len(users[0].references)} training prompts={len(prompts)} "
+            f"algorithm={args.algorithm}"
+        )
+        if reads_context:
+            who += (
+                f"\n[plan] the policy reads the user's context in its chat (--init_adapter {args.init_adapter} does)"
+            )
     orders = 2 if args.judge_both_orders else 1
     if args.algorithm == "dpo":
         groups, group_size, when = args.dpo_rounds * len(prompts), args.dpo_candidates, "before training"
@@ -389,8 +499,7 @@ def _print_plan(state, args, training_args, model_args, user, prompts) -> None:
     pairs_per_group["both"] = pairs_per_group["original"] + pairs_per_group["group"]
     judge_calls = groups * pairs_per_group[args.compare_to] * args.images_per_prompt * orders
     print(
-        f"[plan] user={user.user_id} references={len(user.references)} training prompts={len(prompts)} "
-        f"algorithm={args.algorithm}\n"
+        f"[plan] {who}\n"
         f"[plan] policy={model_args.model_name_or_path} lora_r={model_args.lora_r} "
         f"renderer={args.renderer_model} judge={args.judge_model} ({args.judge_backend}, {args.judge_mode})\n"
         f"[plan] {when}: {groups} prompts x {group_size} rewrites, {images} images rendered, {judge_calls} judge "
@@ -412,6 +521,7 @@ def _init_wandb(state, training_args, args, model_args, out_dir: Path) -> None:
 
     import wandb
 
+    from policies.rewriter import POPULATION
     from reward.users import user_id_of
     from rl.checkpoint import wandb_run_id
 
@@ -423,11 +533,12 @@ def _init_wandb(state, training_args, args, model_args, out_dir: Path) -> None:
         resume="allow",
         dir=str(out_dir),
         config={"pig": dataclasses.asdict(args), "policy": dataclasses.asdict(model_args)},
-        tags=[f"user:{user_id_of(args.user, args.users_dir)}"],
+        tags=[f"user:{POPULATION if args.population else user_id_of(args.user, args.users_dir)}"],
     )
 
 
 def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None:
+    from policies.rewriter import POPULATION
     from reports.runs import quarter_means
     from rl.step_profile import summary
 
@@ -446,7 +557,14 @@ def _print_summary(history: list[dict], adapter_dir: Path, user_id: str) -> None
     profile = summary(history)
     if profile:
         print(f"[done] time: {profile}")
-    print(f'[done] adapter: {adapter_dir}\n[done] try it: pig rewrite --user {user_id} "a lighthouse on a cliff"')
+    print(f"[done] adapter: {adapter_dir}")
+    if user_id == POPULATION:  # served with the user's context to every user without an adapter of their own
+        print(
+            '[done] try it: pig rewrite --user U "a lighthouse on a cliff" (U: any user with references and no '
+            "adapter of their own; --users_dir where U lives)"
+        )
+    else:
+        print(f'[done] try it: pig rewrite --user {user_id} "a lighthouse on a cliff"')
 
 
 if __name__ == "__main__":
