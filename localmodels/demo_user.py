@@ -9,6 +9,7 @@ and held-out pairs are choices that taste clearly makes.
     python -m localmodels.demo_user --out users/U --taste palette=cool:1.0,light=dark:0.8 --seed 3   # a new one
     python -m localmodels.demo_user --out users/V --taste palette=warm/cool:1.0 --seed 5   # warm round, cool angular
     python -m localmodels.demo_user --toy_users 24 --out runs/data/toy    # a dataset for `pig bench`
+    python -m localmodels.demo_user --population 48 --heldout 12 --out runs/users/population   # issue 21's users
 
 A sandbox user's `user.json` records its hidden taste under `sandbox` (see `reward/users.py`): only the ground-truth
 evaluation reads it; PIGReward learns the user from the references alone.
@@ -357,6 +358,111 @@ def write_toy_dataset(
     return out
 
 
+# ------------------------------------------------------------------------------- a population of users (issue 21)
+KINDS = ("1-axis", "2-axis", "3-axis", "subject")
+"""Kinds of generated tastes: on one, two or all three axes whatever the subject, or with one axis whose pole depends
+on whether the subject is round or angular (`subject`, on one to three axes). Training users cycle through all four;
+generated held-out users through `HELDOUT_KINDS` (the shipped users already hold out four two-axis tastes)."""
+HELDOUT_KINDS = ("3-axis", "1-axis", "3-axis", "subject")
+FROST = ("frost", "palette=cool:0.9,layout=sparse:1.0", 1000)
+"""The user written apart from the project to check the floor beyond the users we tuned on (docs/RESULTS.md:
+`python -m localmodels.demo_user --out runs/users/frost --taste palette=cool:0.9,layout=sparse:1.0`, seed 1000)."""
+
+
+def taste_kind(taste: oracle.SyntheticUser) -> str:
+    """`"subject"` for a taste that depends on the subject, else `"<n>-axis"`."""
+    return "subject" if taste.by_subject else f"{len(taste.weights)}-axis"
+
+
+def sample_taste(rng: np.random.Generator, kind: str) -> oracle.SyntheticUser:
+    """A random taste of `kind` (`KINDS`): `oracle.SyntheticUser.sample` (random axes, poles, weights in [0.6, 1])
+    drawn until it is of that kind."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    for _ in range(1000):
+        taste = oracle.SyntheticUser.sample(rng, p_split=1.0 if kind == "subject" else 0.0)
+        if taste_kind(taste) == kind:
+            return taste
+    raise RuntimeError(f"No taste of kind {kind!r} in 1000 draws.")  # each kind has probability >= 1/4
+
+
+def write_population(
+    out: str | Path, n_train: int = 48, n_heldout: int = 12, seed: int = 1000, shipped_dir: str | Path | None = None
+) -> dict:
+    """Write a population of sandbox users for the population rewriter (issue 21) and its manifest.
+
+    `n_train` generated users to train on (`pop000`...), and `n_heldout` held out, never trained on: every shipped
+    user (copied from `shipped_dir`, default the repository's `users/`, else written from `SHIPPED_USERS`), frost
+    (`FROST`), and `held000`... generated to make up the number. Generated tastes are drawn at random (axes, poles,
+    weights) in turn of kind (`KINDS`, `HELDOUT_KINDS`); each user's references are drawn for their taste with a
+    seed of their own, and they train on `TRAINING_PROMPTS`. Deterministic in `seed`.
+
+    The manifest `population.json` (`reward.users.POPULATION_MANIFEST`) lists the `train` and `heldout` ids (what
+    `--population <out>` reads) and, for measurement only, each user's `kinds`; no training code reads a taste.
+
+    Returns:
+        the manifest.
+    """
+    import shutil
+
+    from common.files import atomic_write_json
+    from reward.users import POPULATION_MANIFEST
+
+    out = Path(out)
+    named = [*SHIPPED_USERS, FROST[0]]
+    if n_train < 2 or n_heldout < len(named):
+        raise ValueError(
+            f"--population needs at least 2 training users and --heldout at least {len(named)} (the held-out users "
+            f"include {', '.join(named)}), got {n_train} and {n_heldout}."
+        )
+    if out.exists() and any(out.iterdir()) and not (out / POPULATION_MANIFEST).is_file():
+        raise ValueError(f"{out} is not empty and holds no {POPULATION_MANIFEST}: write the population elsewhere.")
+    shipped_dir = Path(shipped_dir) if shipped_dir is not None else Path(__file__).resolve().parents[1] / "users"
+    rng = np.random.default_rng(seed)
+    kinds: dict[str, str] = {}
+
+    def generated(user_id: str, kind: str) -> None:
+        taste = sample_taste(rng, kind)
+        write_sandbox_user(out / user_id, user_id, taste, int(rng.integers(2**31)))
+        kinds[user_id] = kind
+
+    train = [f"pop{i:03d}" for i in range(n_train)]
+    for i, user_id in enumerate(train):
+        generated(user_id, KINDS[i % len(KINDS)])
+    for user_id, (taste, user_seed, description) in SHIPPED_USERS.items():
+        if out.joinpath(user_id).exists():
+            shutil.rmtree(out / user_id)
+        if (shipped_dir / user_id / "user.json").is_file():
+            shutil.copytree(shipped_dir / user_id, out / user_id)
+        else:
+            write_sandbox_user(out / user_id, user_id, taste, user_seed, description)
+        kinds[user_id] = taste_kind(taste)
+    frost, spec, frost_seed = FROST
+    write_sandbox_user(out / frost, frost, parse_taste_spec(spec), frost_seed)
+    kinds[frost] = taste_kind(parse_taste_spec(spec))
+    extra = [f"held{i:03d}" for i in range(n_heldout - len(named))]
+    for i, user_id in enumerate(extra):
+        generated(user_id, HELDOUT_KINDS[i % len(HELDOUT_KINDS)])
+    manifest = {
+        "train": train,
+        "heldout": named + extra,
+        "kinds": kinds,
+        "seed": seed,
+        "command": f"python -m localmodels.demo_user --population {n_train} --heldout {n_heldout} --out {out} "
+        f"--seed {seed}",
+    }
+    atomic_write_json(out / POPULATION_MANIFEST, manifest)
+    return manifest
+
+
+def kind_counts(manifest: dict, split: str) -> dict[str, int]:
+    """How many users of each kind a population manifest's `split` (`train` or `heldout`) holds."""
+    counts = dict.fromkeys(KINDS, 0)
+    for user_id in manifest[split]:
+        counts[manifest["kinds"][user_id]] += 1
+    return counts
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="users/demo")
@@ -365,8 +471,19 @@ if __name__ == "__main__":
     parser.add_argument("--user_id", help="Id of the new sandbox user (default: the --out folder's name).")
     parser.add_argument("--toy_users", type=int, default=0, help="Write a dataset of N toy users instead of the demo.")
     parser.add_argument("--seed", type=int, default=1000, help="Seed of the toy dataset.")
+    parser.add_argument("--population", type=int, default=0, help="Write N training users + --heldout (issue 21).")
+    parser.add_argument("--heldout", type=int, default=12, help="With --population: held-out users (shipped + frost).")
     args = parser.parse_args()
-    if args.toy_users:
+    if args.population:
+        try:
+            written = write_population(args.out, args.population, args.heldout, args.seed)
+        except ValueError as err:
+            parser.error(str(err))
+        for split in ("train", "heldout"):
+            counts = ", ".join(f"{n} {kind}" for kind, n in kind_counts(written, split).items())
+            print(f"{split}: {len(written[split])} users ({counts})")
+        print(f"{args.out}/population.json")
+    elif args.toy_users:
         print(write_toy_dataset(args.out, n_users=args.toy_users, seed=args.seed))
     elif args.shipped:
         for user_id, (taste, seed, description) in SHIPPED_USERS.items():
