@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module:function taking argv, example arguments, what it does)
     "context": ("reward.cli:cmd_context", "--user demo", "build or show a user's PIGReward context"),
     "judge": ("reward.cli:cmd_judge", "--user demo --prompt P A.png B.png", "judge two images (both orders)"),
-    "rewrite": ("policies.cli:cmd_rewrite", '--user demo "a sun"', "rewrite prompts with the user's trained adapter"),
+    "rewrite": ("pig.rewrite:main", '--user demo "a sun"', "rewrite prompts with the user's or population adapter"),
     "train": ("rl.train_policy:main", "--user demo [...]", "accelerate launch rl/train_policy.py [...], in-process"),
     "train-all": ("pig.users:train_all", "--users_dir users [-- ...]", "train every untrained user of a folder"),
     "users": ("pig.users:list_users", "", "users with their context, adapters and latest evaluation"),

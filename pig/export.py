@@ -29,6 +29,7 @@ from policies.export import (
     serving_recipes,
     user_hash,
 )
+from policies.rewriter import CONTEXT_HEADER, NO_POLICY_CONTEXT, POPULATION
 from reports.runs import Run, evaluation_rows, evaluations, learning_summary, read_history, resolve_run, run_config
 
 REWARD_KEYS = (
@@ -74,7 +75,6 @@ TRAINER_KEYS = (
     "seed",
 )
 """Trainer (TRL config) fields shown in the card, where the trainer has them (DPOConfig has no num_generations)."""
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,20 +143,34 @@ def model_card(run: Run, merged: bool = False) -> str:
     if hub_base:  # the Hub checks this field; a local folder name is stated in the text instead
         header.append(f"base_model: {info.base_model}")
     header += ["tags:", "- pig-rl", "- lora", f"- {info.trainer}", "- prompt-rewriting", "- personalization", "---"]
-    lines = [
-        *header,
-        "",
-        f"# Personalized prompt rewriter for user `{who}`",
-        "",
+    population = info.user_id == POPULATION
+    title = f"# Personalized prompt rewriter for user `{who}`"
+    about = (
         f"A LoRA adapter of `{info.base_model}` that rewrites image prompts toward one user's taste. It was trained "
         f"with reinforcement learning (TRL {info.trainer.upper()}) against PIGReward, a personalized pairwise image "
         "judge that knows the user through a context of their past choices (pig-rl). The user is named by a hash of "
-        "their id (first 16 hex digits of its SHA-256), not by the id.",
+        "their id (first 16 hex digits of its SHA-256), not by the id."
+    )
+    if population:
+        title = "# Population prompt rewriter: one adapter for every user, reading the user's context"
+        about = (
+            f"A LoRA adapter of `{info.base_model}` that rewrites image prompts toward the taste of whichever user it "
+            "is given the context of: the rationales PIGReward's reasoner wrote about that user's past choices. It "
+            f"was trained with reinforcement learning (TRL {info.trainer.upper()}) over a population of users, each "
+            "rewrite judged by PIGReward under its own user's context (pig-rl). A new user is served as soon as "
+            "their context exists: no training per user."
+        )
+    lines = [
+        *header,
+        "",
+        title,
+        "",
+        about,
         "",
         "| | |",
         "|---|---|",
         f"| base model | `{info.base_model}`{'' if hub_base else ' (a local folder where it was trained)'} |",
-        f"| user | `{who}` |",
+        f"| user | {'every user (give their context)' if population else f'`{who}`'} |",
         f"| trainer | {info.trainer}, {info.trained_steps} steps |",
         f"| system prompt | {info.system_prompt} |",
         f"| max new tokens | {info.max_new_tokens} |",
@@ -174,6 +188,8 @@ def model_card(run: Run, merged: bool = False) -> str:
             f"- `{MERGED}/`: base + adapter merged (PEFT `merge_and_unload`), safetensors; "
             f"`AutoModelForCausalLM.from_pretrained('{MERGED}')` loads it without PEFT."
         )
+    if info.needs_context:
+        lines += ["", "## The user's context", ""] + _context_section(info)
     lines += ["", "## Training", ""]
     lines += _training_section(config, history)
     lines += ["", "## Evaluation", ""]
@@ -181,6 +197,27 @@ def model_card(run: Run, merged: bool = False) -> str:
     lines += ["", "## Use", ""]
     lines += serving_recipes(info, {f"user-{who[7:15]}": "path/to/this/package"}, lora_r)
     return "\n".join(lines) + "\n"
+
+
+def _context_section(info) -> list[str]:
+    """How to pass the user's context to a context-conditioned adapter (`pig_adapter.json`: `context_format`)."""
+    source = info.context_source or {}
+    reasoner = source.get("reasoner_model_id", "(not recorded)")
+    return [
+        "This adapter reads the user's context in its chat: give it one with every request, or it rewrites for "
+        "nobody in particular. The context is the list of rationales PIGReward's reasoner writes about the user's "
+        "past choices (one per choice: prompt, chosen image, rejected image), built once per user and cached, with "
+        "no training. The adapter was trained on contexts by:",
+        "",
+        f"- reasoner `{reasoner}`, template `{source.get('reasoner_template', '(not recorded)')}`, generation "
+        f"`{json.dumps(source.get('reasoner_generation', {}))}`",
+        "",
+        f"Layout (`context_format: {info.context_format}`): the system message is the system prompt, a blank line, "
+        f"the line `{CONTEXT_HEADER}`, then one numbered line per rationale (`1. ...`, whitespace collapsed to one "
+        f"line, `<|` and `|>` split); `{NO_POLICY_CONTEXT}` for a user with no known choices. The user turn is the "
+        "prompt alone. `pig rewrite --user U` builds or reads U's context and writes this message itself "
+        "(`policies.rewriter.build_chat(prompt, context=rationales)`); the recipes below show it by hand.",
+    ]
 
 
 def _training_section(config: dict | None, history: dict) -> list[str]:
@@ -283,5 +320,3 @@ def _looks_like_hub_id(name: str) -> bool:
 def _size(path: Path) -> str:
     size = path.stat().st_size
     return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
-
-

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from common.errors import PigError
-from policies.rewriter import ADAPTER_META, AdapterInfo
+from policies.rewriter import ADAPTER_META, CONTEXT_HEADER, NO_POLICY_CONTEXT, AdapterInfo, build_chat
 
 LEFT_OUT = {"README.md", "training_args.bin", ADAPTER_META}
 """Files of the adapter folder not copied as they are: PEFT's template card and pig_adapter.json are rewritten,
@@ -137,10 +137,21 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
 
 
 # -------------------------------------------------------------------------------------------------- serving recipes
-def peft_script(adapters: dict[str, str], prompts: list[str]) -> str:
+EXAMPLE_CONTEXT = [
+    "The user chose the image with warm, golden light over the cold, blue one.",
+    "This user prefers a simple layout with one clear subject over a crowded scene.",
+]
+"""Rationales shown in the recipes of a context-conditioned adapter, where a user's real context goes (`pig context
+--user U --json` prints one; the reasoner recorded in pig_adapter.json's `context_source` writes them)."""
+
+
+def peft_script(adapters: dict[str, str], prompts: list[str], contexts: dict[str, list[str]] | None = None) -> str:
     """A standalone Python script (transformers + peft only) serving several users' exported adapters on one base
     model: the base is loaded once, each adapter with `load_adapter`, and `set_adapter` picks the user per request.
-    Greedy; the rewrite is the answer's first line. `pig rewrite` also blocks 3-grams repeated within the answer."""
+    Greedy; the rewrite is the answer's first line. `pig rewrite` also blocks 3-grams repeated within the answer.
+
+    `contexts`: name -> the user's rationales, for context-conditioned adapters (the population model): the script's
+    `system_message` writes them into the system message exactly as `policies.rewriter.build_chat` does."""
     return f"""import json
 
 import torch
@@ -149,6 +160,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 ADAPTERS = {json.dumps(adapters)}  # name -> exported folder, all of one base model
 PROMPTS = {json.dumps(prompts)}
+# name -> the user's context (the reasoner's rationales), for an adapter whose pig_adapter.json has a context_format
+CONTEXTS = {json.dumps(contexts or {})}
+CONTEXT_HEADER = {json.dumps(CONTEXT_HEADER)}
+NO_CONTEXT = {json.dumps(NO_POLICY_CONTEXT)}
 
 infos = {{name: json.load(open(f"{{folder}}/pig_adapter.json")) for name, folder in ADAPTERS.items()}}
 first = next(iter(ADAPTERS))
@@ -161,10 +176,20 @@ for name, folder in ADAPTERS.items():
 model.eval()
 
 
-def rewrite(name, prompt):
+def system_message(info, context):
+    if not info.get("context_format"):
+        return info["system_prompt"]
+    if context is None:
+        raise ValueError("this adapter reads the user's context: give their rationales")
+    lines = [" ".join(str(r).split()).replace("<|", "< |").replace("|>", "| >") for r in context]
+    numbered = "\\n".join(f"{{i}}. {{line}}" for i, line in enumerate([x for x in lines if x], 1)) or NO_CONTEXT
+    return info["system_prompt"] + "\\n\\n" + CONTEXT_HEADER + "\\n" + numbered
+
+
+def rewrite(name, prompt, context=None):
     info = infos[name]
     model.set_adapter(name)
-    chat = [{{"role": "system", "content": info["system_prompt"]}}]
+    chat = [{{"role": "system", "content": system_message(info, context)}}]
     for question, answer in info["few_shot"]:
         chat += [{{"role": "user", "content": question}}, {{"role": "assistant", "content": answer}}]
     chat.append({{"role": "user", "content": prompt}})
@@ -178,34 +203,52 @@ def rewrite(name, prompt):
 
 for prompt in PROMPTS:
     for name in ADAPTERS:
-        print(json.dumps({{"adapter": name, "prompt": prompt, "rewrite": rewrite(name, prompt)}}))
+        rewritten = rewrite(name, prompt, CONTEXTS.get(name))
+        print(json.dumps({{"adapter": name, "prompt": prompt, "rewrite": rewritten}}))
 """
 
 
 def serving_recipes(info: AdapterInfo, adapters: dict[str, str], lora_r: int) -> list[str]:
-    """Markdown: `pig rewrite`, PEFT in Python (several adapters, one base) and vLLM multi-LoRA."""
+    """Markdown: `pig rewrite`, PEFT in Python (several adapters, one base) and vLLM multi-LoRA; for a
+    context-conditioned adapter, each with the user's context (`EXAMPLE_CONTEXT` standing for it)."""
     name, folder = next(iter(adapters.items()))
     modules = " ".join(f"{n}={f}" for n, f in adapters.items())
-    system = json.dumps(info.system_prompt).replace("'", "'\\''")  # inside the shell's single quotes
+    context = EXAMPLE_CONTEXT if info.needs_context else None
+    system_text = build_chat("", info.system_prompt, context=context)[0]["content"]
+    system = json.dumps(system_text).replace("'", "'\\''")  # inside the shell's single quotes
+    pig_lines = [
+        f'pig rewrite --adapter {folder} "a lighthouse on a cliff"',
+        f"pig rewrite --adapter {folder} --file prompts.txt --out rewrites.jsonl",
+    ]
+    if info.needs_context:
+        pig_lines = [
+            "pig context --user U --json > context.json   # the user's context, by the judge's reasoner",
+            f'pig rewrite --adapter {folder} --context context.json "a lighthouse on a cliff"',
+            f'pig rewrite --adapter {folder} --user U --users_dir users "a lighthouse on a cliff"   # context '
+            "read from the cache or built",
+        ]
     return [
         "With pig-rl installed:",
         "",
         "```bash",
-        f'pig rewrite --adapter {folder} "a lighthouse on a cliff"',
-        f"pig rewrite --adapter {folder} --file prompts.txt --out rewrites.jsonl",
+        *pig_lines,
         "```",
         "",
         "Many users on one base model with PEFT (load the base once, one `load_adapter` per user, `set_adapter` per "
-        "request; add one entry per exported adapter to `ADAPTERS`):",
+        "request; add one entry per exported adapter to `ADAPTERS`"
+        + ("; the user's rationales go in `CONTEXTS`" if info.needs_context else "")
+        + "):",
         "",
         "```python",
-        peft_script(adapters, ["a lighthouse on a cliff"]).rstrip(),
+        peft_script(adapters, ["a lighthouse on a cliff"], {name: context} if context else None).rstrip(),
         "```",
         "",
         f"Many users on one base model with vLLM's multi-LoRA serving (not run in pig-rl's tests: they have no GPU). "
         f"`--max-lora-rank` must be at least the adapter's rank ({lora_r}); `--max-loras` is how many adapters one "
         "batch may mix. Each exported folder is one `--lora-modules name=folder`; a request names its user's adapter "
-        f"as the model, with the system prompt and token cap of `{ADAPTER_META}`:",
+        f"as the model, with the system prompt and token cap of `{ADAPTER_META}`"
+        + (" (the system message ends with the user's context, numbered as below)" if info.needs_context else "")
+        + ":",
         "",
         "```bash",
         f"vllm serve {info.base_model} --enable-lora --max-lora-rank {max(16, lora_r)} --max-loras 4 \\",
