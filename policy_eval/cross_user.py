@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import AdapterError, ConfigError
+from policies.suffix import apply_suffix
 from policy_eval.evaluate_policy import (
     SamplingArguments,
     check_models_for,
@@ -50,6 +51,9 @@ from rl.config import PigArguments
 FLOOR_MARGIN = 0.20
 """How far above the mean of its row's other cells an adapter's own-user cell must be (ground truth, vs original)."""
 VIEWS = ("vs_original", "vs_generic")
+SUFFIX_VIEWS = ("vs_suffix", "suffix_vs_original")
+"""With every user's fixed-suffix baseline (`pig suffix`): adapter i vs user i's suffix, and user i's suffix vs the
+original, each under every user's taste."""
 
 
 @dataclass
@@ -63,6 +67,13 @@ class MatrixArguments(SamplingArguments):
         metadata={"help": "One adapter folder per user, in --users order (default: runs/<user>/LATEST for each)."},
     )
     out: str | None = field(default=None, metadata={"help": "Output folder (default: runs/matrix/<timestamp>)."})
+    suffix: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: add each user's fixed-suffix baseline (runs/<user>/suffix, `pig suffix`) when every user "
+            "has one | none."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -70,6 +81,8 @@ class MatrixArguments(SamplingArguments):
             raise ConfigError("--users is required: the sandbox users whose adapters and tastes make the matrix.")
         if len(set(self.users)) != len(self.users):
             raise ConfigError(f"--users lists a user twice: {self.users}.")
+        if self.suffix not in ("auto", "none"):
+            raise ConfigError(f"--suffix must be auto or none, got {self.suffix!r}.")
         if self.adapters is not None and len(self.adapters) != len(self.users):
             raise ConfigError(
                 f"--adapters needs one adapter per user in --users order: {len(self.users)} users, "
@@ -196,6 +209,12 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     for i in range(n_users):
         pairs["vs_original", i] = image_pairs(prompts, rewrites[i], original, seeds)
         pairs["vs_generic", i] = image_pairs(prompts, rewrites[i], generic, seeds)
+    suffixes = user_suffixes(args.suffix, ids, pig_args.runs_dir)
+    views = VIEWS + (SUFFIX_VIEWS if suffixes else ())
+    for i, suffix in enumerate(suffixes or []):
+        fixed = [[apply_suffix(p, suffix)] * samples for p in prompts]
+        pairs["vs_suffix", i] = image_pairs(prompts, rewrites[i], fixed, seeds)
+        pairs["suffix_vs_original", i] = image_pairs(prompts, fixed, original, seeds)
     if args.judge:
         pig, first_context, renderer, _ = build_reward_stack(pig_args, users[0], device, PartialState())
     else:
@@ -240,12 +259,13 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
             "floor_margin": FLOOR_MARGIN,
         },
         "rewrites": {"generic": generic, **dict(zip(ids, rewrites))},
+        "suffixes": dict(zip(ids, suffixes)) if suffixes else None,
     }
     for source in ("ground_truth", "judge") if pig is not None else ("ground_truth",):
-        results[source] = {view: grid(view, source, list(range(n_users))) for view in VIEWS}
+        results[source] = {view: grid(view, source, list(range(n_users))) for view in views}
         results[source]["generic_vs_original"] = grid("generic_vs_original", source, [None])[0]
     if pig is not None:
-        results["agreement"] = {view: grid(view, "agreement", list(range(n_users))) for view in VIEWS}
+        results["agreement"] = {view: grid(view, "agreement", list(range(n_users))) for view in views}
         results["agreement"]["generic_vs_original"] = grid("generic_vs_original", "agreement", [None])[0]
         results["judge_metrics"] = pig.pop_metrics()
     truth = results["ground_truth"]
@@ -263,6 +283,16 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     return results
 
 
+def user_suffixes(option: str, ids: list[str], runs_dir: str) -> list[str] | None:
+    """Each user's fixed suffix (`runs/<user>/suffix`) when `option` is auto and every user has one, else `None`."""
+    from policies.suffix import SUFFIX_FILE, load_suffix
+
+    folders = [Path(runs_dir) / u / "suffix" for u in ids]
+    if option == "none" or not all((f / SUFFIX_FILE).is_file() for f in folders):
+        return None
+    return [load_suffix(f) for f in folders]
+
+
 def plot_matrices(results: dict, path: Path) -> None:
     """Heatmaps of the preference matrices (rows: adapters, columns: the user scoring), 0.5 = no better."""
     import matplotlib
@@ -272,11 +302,15 @@ def plot_matrices(results: dict, path: Path) -> None:
 
     sources = [s for s in ("ground_truth", "judge") if s in results]
     ids = results["users"]
+    views = [v for v in (*VIEWS, *SUFFIX_VIEWS) if v in results["ground_truth"]]
     fig, axes = plt.subplots(
-        len(sources), 2, figsize=(3.2 + 1.4 * len(ids), 0.9 + 1.2 * len(ids) * len(sources)), squeeze=False
+        len(sources),
+        len(views),
+        figsize=(1.2 + 1.6 * len(ids) * len(views) / 2, 0.9 + 1.2 * len(ids) * len(sources)),
+        squeeze=False,
     )
     for r, source in enumerate(sources):
-        for c, view in enumerate(VIEWS):
+        for c, view in enumerate(views):
             ax = axes[r][c]
             values = [[cell["preference"] for cell in row] for row in results[source][view]]
             shown = [[float("nan") if v is None else v for v in row] for row in values]
@@ -322,6 +356,12 @@ def print_report(results: dict) -> None:
         print(f"  {uid}: taste {results['tastes'][uid]['prefs']}, adapter {adapter}")
     print_table("ground truth: adapter vs original prompt", results, "ground_truth", "vs_original")
     print_table("ground truth: adapter vs generic rewriter", results, "ground_truth", "vs_generic")
+    if results.get("suffixes"):
+        print("\nfixed suffixes: " + "; ".join(f"{u}: {s!r}" for u, s in results["suffixes"].items()))
+        print_table("ground truth: adapter vs its user's fixed suffix", results, "ground_truth", "vs_suffix")
+        print_table(
+            "ground truth: user's fixed suffix vs original prompt", results, "ground_truth", "suffix_vs_original"
+        )
     if "judge" in results:
         print_table("judge: adapter vs original prompt", results, "judge", "vs_original")
         print_table("judge: adapter vs generic rewriter", results, "judge", "vs_generic")

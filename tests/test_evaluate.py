@@ -290,6 +290,23 @@ def test_matrix_end_to_end(tiny_models, tmp_path, capsys):
     assert floor["passed"] is False and "floor FAILED" in printed
     assert results["agreement"]["vs_original"][1][0] is None or 0 <= results["agreement"]["vs_original"][1][0] <= 1
     assert (out / "matrix.png").stat().st_size > 0
+    assert results["suffixes"] is None and "vs_suffix" not in truth  # nobody has a fixed suffix yet
+
+    # With every user's fixed suffix, each row also gets adapter vs its suffix and the suffix vs the original. Both
+    # users get the same suffix here, so their suffix rows are the same images scored the same way.
+    for user_id in ("demo", "nightowl"):
+        folder = tmp_path / "runs" / user_id / "suffix"
+        folder.mkdir(parents=True)
+        (folder / "suffix.json").write_text(json.dumps({"suffix": "in golden tones"}))
+    assert main([*argv, "--judge", "false", "--out", str(tmp_path / "m2")]) == 0
+    printed = capsys.readouterr().out
+    with_suffix = json.loads((tmp_path / "m2" / "matrix.json").read_text())
+    assert with_suffix["suffixes"] == {"demo": "in golden tones", "nightowl": "in golden tones"}
+    rows = with_suffix["ground_truth"]["suffix_vs_original"]
+    assert rows[0] == rows[1] and len(with_suffix["ground_truth"]["vs_suffix"]) == 2
+    assert "adapter vs its user's fixed suffix" in printed
+    assert main([*argv, "--judge", "false", "--suffix", "none", "--out", str(tmp_path / "m3")]) == 0
+    assert json.loads((tmp_path / "m3" / "matrix.json").read_text())["suffixes"] is None
 
 
 def test_matrix_refuses_a_real_user(tiny_models, tmp_path, demo_user_copy):
