@@ -239,3 +239,17 @@ def test_taste_spec_writes_a_subject_dependent_pole_as_round_slash_angular():
     assert "warm palette for round subjects and cool for angular ones" in taste.describe()
     with pytest.raises(ValueError, match="opposite poles"):
         parse_taste_spec("palette=warm/warm")
+
+
+def test_distillation_examples_teach_subject_dependent_contexts():
+    """Recipe v5: some judge answers follow a split context ("for round subjects the user likes ..."), every judge
+    prompt names the subject its images show, and the reasoner's answers name the subject's group."""
+    from localmodels.judge_model import make_examples
+
+    examples = make_examples(240, seed=5)
+    answers = [e["answer"] for e in examples if e["task"] == "judge_cot"]
+    assert any("for round subjects the user likes" in a for a in answers)
+    assert any("for angular subjects the user likes" in a for a in answers)
+    rationales = [e["answer"] for e in examples if e["task"] == "reasoner"]
+    assert rationales and all(oracle.rationale_group(r) in ("round", "angular") for r in rationales)
+    assert make_examples(60, seed=5, p_split=0.0) != make_examples(60, seed=5)  # the split users are drawn in
