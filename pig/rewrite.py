@@ -46,8 +46,14 @@ def resolve_for_user(args) -> tuple[Path, list[str] | None, list[str]]:
         key = runs_key(args.user, args.users_dir)
         own = Path(args.runs_dir) / key / LATEST
         population = Path(args.runs_dir) / POPULATION / LATEST
-        if own.is_file() or not population.is_file():
-            adapter = latest_adapter(key, args.runs_dir)  # a missing or broken pointer is named with the fix
+        if not own.is_file() and not population.is_file():
+            raise FileNotFoundError(
+                f"No adapter for user {key!r}: {own} is missing, and there is no population model ({population}) "
+                f"either. Train one first: `accelerate launch rl/train_policy.py --user {key}` (this user's adapter) "
+                "or `--population <folder of users>` (one model for every user, reading their context)."
+            )
+        if own.is_file():
+            adapter = latest_adapter(key, args.runs_dir)  # a broken pointer is named with the fix
         else:
             adapter = latest_adapter(POPULATION, args.runs_dir)
             notes.append(

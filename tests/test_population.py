@@ -348,3 +348,10 @@ def test_population_arguments_are_checked_and_file_the_run_under_population(tmp_
         with pytest.raises(SystemExit):
             parse_args([*bad, "--runs_dir", str(tmp_path)], check_models=False)
         assert message in capsys.readouterr().err
+
+
+def test_rewrite_without_any_adapter_names_both_ways_to_train_one(tmp_path):
+    from pig.rewrite import main
+
+    with pytest.raises(FileNotFoundError, match="no population model .* either.*--user newcomer.*--population"):
+        main(["--user", "newcomer", "--runs_dir", str(tmp_path), "a sun"])
