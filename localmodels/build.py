@@ -158,6 +158,13 @@ def _softened_scenes(n: int = 1024, seed: int = 123) -> list[tuple]:
     return images
 
 
+def selected(only: list[str], force: list[str]) -> list[str]:
+    """The models a run builds or checks, in build order: `only` if given, else all but the on-demand ones (those
+    too when forced)."""
+    named = set(only) or {name for name in RECIPES if name not in ON_DEMAND} | set(force)
+    return [name for name in RECIPES if name in named]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models_dir", default=os.environ.get("PIG_MODELS_DIR", ".models"))
@@ -191,8 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         "tiny-random": lambda f: build_tiny(f),
         "tiny-clip": lambda f: build_clip(f),
     }
-    named = set(args.only) or {name for name in steps if name not in ON_DEMAND} | set(args.force)
-    wanted = [name for name in steps if name in named]
+    wanted = selected(args.only, args.force)
     todo = [name for name in wanted if name in args.force or not _current(root / name, RECIPES[name])]
     console = _Console()
     try:

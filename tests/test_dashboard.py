@@ -145,34 +145,30 @@ def test_wandb_report_is_built_offline(offline_run):
     assert [p.table_name for p in panels if isinstance(p, wr.WeavePanelSummaryTable)] == ["samples/table"]
 
 
-def _dashboard(run_dir: Path, env: dict, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "pig.cli", "dashboard", str(run_dir), *args],
+def test_offline_says_how_to_sync_and_exits_2(offline_run, tmp_path, pig_cli):
+    folder = next((offline_run / "wandb").glob("offline-run-*"))
+    proc = pig_cli("dashboard", offline_run, env={"WANDB_MODE": "offline"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"wandb sync {folder}" in proc.stderr and f"pig dashboard {offline_run}" in proc.stderr
+    assert "WANDB_MODE=offline" in proc.stderr
+    # online mode but no key anywhere (empty HOME, no WANDB_API_KEY): the same instructions. A process of its own:
+    # W&B reads its settings and key once per process.
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"), NETRC=str(tmp_path / "netrc"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pig.cli", "dashboard", str(offline_run)],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-
-
-def test_offline_says_how_to_sync_and_exits_2(offline_run, tmp_path):
-    folder = next((offline_run / "wandb").glob("offline-run-*"))
-    env = dict(os.environ, WANDB_MODE="offline")
-    proc = _dashboard(offline_run, env)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert f"wandb sync {folder}" in proc.stderr and f"pig dashboard {offline_run}" in proc.stderr
-    assert "WANDB_MODE=offline" in proc.stderr
-    # online mode but no key anywhere (empty HOME, no WANDB_API_KEY): the same instructions
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
-    env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"), NETRC=str(tmp_path / "netrc"))
-    proc = _dashboard(offline_run, env)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "no W&B API key" in proc.stderr and f"wandb sync {folder}" in proc.stderr
 
 
-def test_dry_run_prints_the_panels_without_network(offline_run):
-    proc = _dashboard(offline_run, dict(os.environ, WANDB_MODE="offline"), "--dry_run")
+def test_dry_run_prints_the_panels_without_network(offline_run, pig_cli):
+    proc = pig_cli("dashboard", offline_run, "--dry_run", env={"WANDB_MODE": "offline"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert [s["title"] for s in out["sections"]][:2] == ["Reward terms", "Judge health"]

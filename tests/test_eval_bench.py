@@ -196,6 +196,28 @@ def test_command_line_runs_random_only(bench_dataset, tmp_path):
     assert bad.returncode != 0 and "choose from" in bad.stderr
 
 
+@pytest.mark.slow  # trains the default tiny CLIP: its build's 1500 steps take minutes
+def test_bench_builds_the_default_clip_when_first_needed(bench_dataset, tmp_path, monkeypatch, capfd):
+    """`make setup` leaves the tiny CLIP out (only `similarity` uses it): the first benchmark that needs the default
+    (`.models/tiny-clip`, relative to where `pig bench` runs) builds it with `python -m localmodels.build`."""
+    from localmodels import build
+
+    monkeypatch.chdir(tmp_path)  # a checkout without .models/tiny-clip
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    argv = ["--dataset", str(bench_dataset), "--out", str(tmp_path / "run"), "--methods", "similarity"]
+    argv += ["--device", "cpu", "--dtype", "float32", "--bootstrap", "50", "--no_progress"]
+    assert cmd_bench(argv) == 0
+    out = capfd.readouterr().out
+    assert "built once, now: -m localmodels.build --models_dir .models --only tiny-clip" in out
+    assert "[models] tiny-clip: built in" in out and "image_to_caption_top1_of_256" in out  # its one line
+    marker = json.loads((tmp_path / ".models" / "tiny-clip" / build.MARKER).read_text())
+    assert marker["recipe"] == build.RECIPES["tiny-clip"]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "similarity" in json.dumps(results)
+    assert cmd_bench([*argv[:3], str(tmp_path / "again"), *argv[4:]]) == 0
+    assert "built once" not in capfd.readouterr().out  # found, not built again
+
+
 def test_raw_references_template(tmp_path):
     from reward.templates import build_messages, format_context, load_template
 

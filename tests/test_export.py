@@ -1,6 +1,6 @@
-"""`pig export`: a tiny real run (GRPO, W&B offline) and a tiny real evaluation exported as a package; the card carries
-the run's own configuration and figures and never the user's id; merged weights equal base + adapter; the PEFT
-serving recipe of the card serves two adapters on one base exactly as each adapter alone."""
+"""`pig export`: the shared tiny real run (GRPO, W&B offline) and its tiny real evaluation exported as a package;
+the card carries the run's own configuration and figures and never the user's id; merged weights equal base +
+adapter; the PEFT serving recipe of the card serves two adapters on one base exactly as each adapter alone."""
 
 from __future__ import annotations
 
@@ -13,42 +13,16 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import PRIVATE_USER
 
-USER = "alice-private-7"  # a string that appears nowhere in a package unless the raw user id leaked
+USER = PRIVATE_USER  # a string that appears nowhere in a package unless the raw user id leaked
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_models, tmp_path_factory):
-    """A 1-step GRPO run of a copy of the demo user renamed USER (W&B offline: the run records its config), and
-    `pig evaluate` of its adapter (ground truth only, 2 prompts)."""
-    root = tmp_path_factory.mktemp("export")
-    users = root / "users"
-    shutil.copytree(REPO / "users" / "demo", users / USER)
-    data = json.loads((users / USER / "user.json").read_text())
-    (users / USER / "user.json").write_text(json.dumps({**data, "user_id": USER}))
-    common = ["--user", USER, "--users_dir", str(users), "--runs_dir", str(root / "runs")]
-    common += ["--renderer_model", tiny_models["sd"], "--fidelity_model", tiny_models["minilm"], "--render_steps", "4"]
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("WANDB_MODE", "offline")
-        env.setenv("WANDB_DATA_DIR", str(root / "wandb-data"))
-        from rl.train_policy import main as train
-
-        adapter = train(
-            [
-                *common,
-                *("--model_name_or_path", tiny_models["policy"], "--judge_model", tiny_models["vlm"]),
-                *("--judge_mode", "score", "--max_completion_length", "12", "--log_images_every", "0"),
-                *("--max_steps", "1", "--learning_rate", "1e-2", "--fidelity_weight", "1.5", "--run_name", "r1"),
-            ]
-        )
-    from policy_eval.evaluate_policy import main as evaluate
-
-    evaluate(
-        [*common, "--judge", "false", "--eval_prompts", "a sun", "a tree", "--eval_samples", "2"]
-        + ["--eval_images", "1", "--decoding", "sampled", "--bootstrap", "50"]
-    )
-    return {"root": root, "runs": root / "runs", "adapter": adapter, "run": adapter.parent}
+def trained(trained_run):
+    """The shared tiny run (`trained_run` in conftest): GRPO of a copy of the demo user renamed USER (W&B offline:
+    the run records its config), and `pig evaluate` of its adapter (ground truth only, 2 prompts). Read only."""
+    return trained_run
 
 
 def _export(argv, capsys=None) -> int:
@@ -71,14 +45,14 @@ def test_package_is_complete_self_describing_and_names_no_user(trained, tmp_path
     assert {"adapter_config.json", "adapter_model.safetensors", "pig_adapter.json", "README.md"} <= names
     assert "tokenizer_config.json" in names and "training_args.bin" not in names
     info = AdapterInfo.load(out)
-    assert info.user_id == user_hash(USER) and info.trained_steps == 1
+    assert info.user_id == user_hash(USER) and info.trained_steps == trained["steps"]
     assert info.system_prompt == AdapterInfo.load(trained["adapter"]).system_prompt
     assert USER not in _all_text(out), "the raw user id leaked into the package"
 
     card = (out / "README.md").read_text()
     assert user_hash(USER) in card
-    assert "| `fidelity_weight` | `1.5` |" in card  # the run's own reward config, from its W&B record
-    assert "| `max_steps` | `1` |" in card and "1 optimizer step" in card
+    assert f"| `fidelity_weight` | `{trained['fidelity_weight']}` |" in card  # the run's own config, from W&B
+    assert f"| `max_steps` | `{trained['steps']}` |" in card and f"{trained['steps']} optimizer steps" in card
     # the evaluation of this adapter, with the figures of its results.json
     results = json.loads((trained["runs"] / USER / "eval" / "r1" / "results.json").read_text())
     truth = results["blocks"][0]["summary"]["adapter_vs_base"]["ground_truth"]["preference"]
@@ -155,7 +129,7 @@ def test_peft_recipe_serves_two_adapters_on_one_base_as_each_alone(trained, tiny
     from policies.export import peft_script, user_hash
     from policies.rewriter import AdapterInfo, PromptRewriter, generate_completions
 
-    other_run = trained["runs"] / "bob" / "random-lora"
+    other_run = tmp_path / "runs" / "bob" / "random-lora"  # beside the shared run's folders, never inside them
     torch.manual_seed(0)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_models["policy"]), lora).save_pretrained(
@@ -230,4 +204,5 @@ def test_run_config_reads_a_w_and_b_file_that_is_still_being_written(trained, tm
             break
     assert naive_read_fails(), "no cut tore a record: the test would not test anything"
     config = run_config(load_run(run_dir / "adapter"))
-    assert config["pig"]["fidelity_weight"] == 1.5 and config["trainer"]["max_steps"] == 1
+    assert config["pig"]["fidelity_weight"] == trained["fidelity_weight"]
+    assert config["trainer"]["max_steps"] == trained["steps"]

@@ -160,6 +160,7 @@ def test_a_judge_gone_for_good_raises(stub, render_stack):
         env.compute(ORIGINALS, REWRITES, 0)
 
 
+@pytest.mark.slow  # a real training stopped by the judge, then resumed
 def test_training_stops_with_a_checkpoint_when_the_judge_dies_and_resumes(tiny_models, tmp_path, stub, capsys):
     """Server answers the context and the first judged batch, then fails: the next batch is undecided (counted, the
     alarm fires), the one after stops the run after a checkpoint; with the server back, `--resume` finishes it."""

@@ -18,6 +18,7 @@ from tests.conftest import REPO
 from tests.test_training import _tiny_argv
 
 
+@pytest.mark.slow  # two training processes launched by accelerate
 def test_two_processes_reward_whole_groups_as_one_process_would(tiny_models, tmp_path):
     env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [

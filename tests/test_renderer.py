@@ -10,6 +10,7 @@ import safetensors.torch
 import torch
 
 from localmodels import renderer, renderer_eval, renderer_train, world
+from tests.conftest import built_model
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +166,13 @@ def test_rl_renderer_gives_the_same_image_alone_and_in_a_batch(saved_pipeline):
     assert np.abs(_pixels([alone])[0] - _pixels([batched[3]])[0]).mean() > 1.0  # another seed: another image
 
 
-@pytest.mark.slow
-def test_trained_renderer_follows_style_words(tmp_path):
-    """The full default training (about 17 minutes on one core): every axis clearly separated, in prose too."""
+@pytest.mark.models  # the renderer `make setup` builds (its full default training, 10-30 minutes on one core)
+def test_trained_renderer_follows_style_words():
+    """The built renderer (`make test-models` builds it first when missing): every axis clearly separated, in prose
+    too."""
     from diffusers import StableDiffusionPipeline
 
-    renderer_train.train_renderer(tmp_path / "model", seed=0, progress=False)
-    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "model")
+    pipe = StableDiffusionPipeline.from_pretrained(built_model("tiny-sd"))
     result = renderer_eval.evaluate_renderer(pipe, n_prompts=24)
     for axis in world.AXES:
         assert result[f"{axis}/auc"] > 0.85, (axis, result)

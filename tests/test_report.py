@@ -1,5 +1,6 @@
 """The per-run report: metric grouping (pure), then a real tiny run (training writes report.html; `pig evaluate`, then
-`pig report` adds the evaluation) checked by parsing the HTML and, where Chromium is installed, in a real browser."""
+`pig report` adds the evaluation) checked by parsing the HTML and, where Chromium is installed, in a real browser
+(slow lane: `make test-slow` installs Debian's Chromium where it runs as root, as CI does)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,11 @@ import base64
 import html
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import REPO
 
 # ------------------------------------------------------------------------------------------------ pure grouping
 
@@ -96,46 +92,12 @@ def test_a_folder_that_is_not_a_run_is_refused_with_the_fix(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- a real tiny run
-def _tiny_argv(tiny_models, runs: Path) -> list[str]:
-    return [
-        "--user",
-        "demo",
-        "--users_dir",
-        str(REPO / "users"),
-        "--runs_dir",
-        str(runs),
-        "--renderer_model",
-        tiny_models["sd"],
-        "--fidelity_model",
-        tiny_models["minilm"],
-        "--render_steps",
-        "4",
-    ]
-
-
 @pytest.fixture(scope="module")
-def evaluated_run(tiny_models, tmp_path_factory):
-    """A 4-step GRPO run on tiny models, logged to an offline W&B run (training writes report.html), then evaluated
-    with `pig evaluate` on two prompts (ground truth only). Returns (run folder, the report training wrote)."""
-    from policy_eval import evaluate_policy
-    from rl import train_policy
-
-    root = tmp_path_factory.mktemp("report_run")
-    runs = root / "runs"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WANDB_MODE", "offline")
-        mp.setenv("WANDB_DATA_DIR", str(root / "wandb-data"))
-        argv = _tiny_argv(tiny_models, runs) + ["--model_name_or_path", tiny_models["policy"]]
-        argv += ["--judge_model", tiny_models["vlm"], "--judge_max_new_tokens", "16", "--max_completion_length", "12"]
-        argv += ["--log_images_every", "1", "--max_steps", "4", "--run_name", "tiny"]
-        adapter = train_policy.main(argv)
-    run_dir = adapter.parent
-    written_by_training = (run_dir / "report.html").read_text(encoding="utf-8")
-    eval_argv = _tiny_argv(tiny_models, runs) + ["--adapter", str(adapter), "--judge", "false"]
-    eval_argv += ["--eval_prompts", "a sun", "a red tree", "--eval_samples", "2", "--eval_images", "2"]
-    eval_argv += ["--decoding", "greedy", "--bootstrap", "50"]
-    evaluate_policy.main(eval_argv)
-    return run_dir, written_by_training
+def evaluated_run(trained_run):
+    """The shared tiny run (`trained_run` in conftest): GRPO logged to an offline W&B run (training wrote
+    report.html), then `pig evaluate` on two prompts (ground truth only). Returns (run folder, the report training
+    wrote)."""
+    return trained_run["run"], trained_run["report"]
 
 
 class _Page(HTMLParser):
@@ -202,19 +164,12 @@ def test_training_writes_a_report_with_the_runs_numbers(evaluated_run):
     assert html.escape(context["rationales"][0]["text"]) in text
 
 
-def test_pig_report_adds_the_evaluation(evaluated_run, tmp_path):
+def test_pig_report_adds_the_evaluation(evaluated_run, pig_cli, tmp_path):
     from reports.runs import format_summary
 
     run_dir, _ = evaluated_run
     out = tmp_path / "report.html"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pig.cli", "report", "demo", "--runs_dir", str(run_dir.parents[1]), "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-    )
+    proc = pig_cli("report", run_dir.parent.name, "--runs_dir", run_dir.parents[1], "--out", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text(encoding="utf-8")
     page = _parse(text)
@@ -249,6 +204,7 @@ def test_untrusted_text_is_escaped(evaluated_run, tmp_path):
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
 
 
+@pytest.mark.slow
 def test_report_in_a_real_browser(evaluated_run, tmp_path):
     """Opened headless in Chromium: every image loaded, the numbers shown are the run's."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -129,6 +129,7 @@ def _frozen_and_still(proc: subprocess.Popen, condition, *args) -> bool:
     return False
 
 
+@pytest.mark.slow  # a real training killed in a subprocess, then resumed in another
 def test_sigkill_then_resume_continues_the_same_run(tiny_models, tmp_path):
     """A real `kill -9` after the first checkpoint and one more logged step, then `--resume` without a run name."""
     env = dict(os.environ, WANDB_MODE="offline", WANDB_DATA_DIR=str(tmp_path / "wandb-data"), HF_HUB_OFFLINE="1")

@@ -1,5 +1,5 @@
 """Training: a 2-step GRPO run on tiny real models (LoRA moves, the base does not), the real command line in a
-subprocess, the configs, and the fail-fast path for hub models."""
+subprocess (slow lane), the configs, and the fail-fast path for hub models."""
 
 from __future__ import annotations
 
@@ -116,6 +116,7 @@ def test_rloo_step_moves_lora_and_records_the_algorithm(tiny_models, tmp_path, m
     assert AdapterInfo.load(adapter).trainer == "rloo"
 
 
+@pytest.mark.slow  # a second real training route (judged pairs, then DPO): tens of seconds
 def test_dpo_route_judges_pairs_then_moves_lora(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     from trl import DPOConfig, DPOTrainer
@@ -160,6 +161,7 @@ def test_algorithm_comes_from_the_flag_or_the_yaml_and_is_checked(tmp_path):
         parse_args([*common, "--algorithm", "ppo"], check_models=False)
 
 
+@pytest.mark.slow  # a real training in a subprocess
 def test_cli_smoke_accelerate_launch(tiny_models, tmp_path):
     """`accelerate launch rl/train_policy.py --user demo` with tiny models: adapter loads, W&B run holds metrics."""
     env = dict(os.environ, WANDB_MODE="offline", WANDB_DATA_DIR=str(tmp_path / "wandb-data"), HF_HUB_OFFLINE="1")
@@ -247,19 +249,9 @@ def test_a_folder_without_adapter_metadata_is_named_with_the_fix(tmp_path):
         AdapterInfo.load(tmp_path)
 
 
-def test_rewrite_command_on_trained_adapter(tiny_models, tmp_path):
-    """`pig rewrite` serves an adapter; --compare also shows the base policy."""
-    from rl.train_policy import main
-
-    adapter = main(_tiny_argv(tiny_models, tmp_path, "--max_steps", "1", "--report_to", "none"))
-    out = subprocess.run(
-        [sys.executable, "-m", "pig.cli", "rewrite", "--adapter", str(adapter), "--compare", "--json", "a sun"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-    )
+def test_rewrite_command_on_trained_adapter(trained_run, pig_cli):
+    """`pig rewrite` serves an adapter (the shared run's); --compare also shows the base policy."""
+    out = pig_cli("rewrite", "--adapter", trained_run["adapter"], "--compare", "--json", "a sun")
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout)["rewrites"]
     assert rows[0]["prompt"] == "a sun" and "rewrite" in rows[0] and "base_rewrite" in rows[0]
@@ -299,17 +291,14 @@ def test_gpu_config_parses_then_fails_fast_offline(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_bad_config_key_is_an_error(tmp_path):
+def test_bad_config_key_is_an_error(tmp_path, capsys):
+    from common.errors import run_command
+    from rl.train_policy import main
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("judge_modle: x\n")
-    proc = subprocess.run(
-        [sys.executable, "rl/train_policy.py", "--config", str(bad), "--user", "demo"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode != 0 and "judge_modle" in proc.stderr
+    assert run_command(main, ["--config", str(bad), "--user", "demo"]) == 2  # what the script's __main__ returns
+    assert "judge_modle" in capsys.readouterr().err
 
 
 def test_group_split_is_refused():
@@ -322,15 +311,12 @@ def test_group_split_is_refused():
         )
 
 
-def test_unknown_user_fails_with_clear_message(tiny_models, tmp_path):
+def test_unknown_user_fails_with_clear_message(tiny_models, tmp_path, capsys, monkeypatch):
+    from common.errors import run_command
+    from rl.train_policy import main
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     argv = _tiny_argv(tiny_models, tmp_path)
     argv[argv.index("--user") + 1] = "nobody"
-    proc = subprocess.run(
-        [sys.executable, "rl/train_policy.py", *argv],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ, WANDB_MODE="disabled"),
-    )
-    assert proc.returncode == 2 and "Unknown user 'nobody'" in proc.stderr
+    assert run_command(main, argv) == 2  # what the script's __main__ returns
+    assert "Unknown user 'nobody'" in capsys.readouterr().err

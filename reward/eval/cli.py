@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from common.errors import PigError
 from reward.eval.baselines import DEFAULT_CLIP, METHODS
 from reward.eval.bench import DEFAULT_JUDGE, BenchConfig, run_bench
 
@@ -79,8 +81,24 @@ def cmd_bench(argv: list[str]) -> int:
         report_examples=args.report_examples,
         progress=not args.no_progress,
     )
+    if "similarity" in config.methods and config.clip_model == DEFAULT_CLIP and not Path(DEFAULT_CLIP).is_dir():
+        _build_default_clip()
     run_bench(config)
     return 0
+
+
+def _build_default_clip() -> None:
+    """Builds the default CLIP of `similarity` (`.models/tiny-clip`) the first time a benchmark needs it.
+
+    It serves only this baseline, so `make setup` leaves it out; it is built by the same command as the other local
+    models, in a process of its own (the judge's package does not import the toy world)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "localmodels.build", "--models_dir", str(Path(DEFAULT_CLIP).parent)]
+    command += ["--only", "tiny-clip"]
+    print(f"[bench] the similarity baseline's CLIP is built once, now: {' '.join(command[1:])}", flush=True)
+    if subprocess.run(command).returncode != 0:
+        raise PigError(f"building {DEFAULT_CLIP} failed (above); rerun `{' '.join(command[1:])}` to see why.")
 
 
 def _column_map(items: list[str]) -> dict[str, str]:
