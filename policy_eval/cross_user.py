@@ -19,6 +19,15 @@ The floor a personal adapter has to clear (both on the ground truth):
 - personalization: adapter i beats the generic rewriter under its own user's taste, preference > 0.5 with the
   interval's lower bound above 0.5 (an adapter no better than its starting point learned nothing for its user).
 
+The population model (issue 21), `--population_model ADAPTER` (`latest`: runs/population/LATEST) instead of
+`--adapters`: row i is that one context-conditioned adapter given user i's context (the configured reasoner's, as the
+judge reads it), column j is scored by user j's taste (and, with the judge, under user j's context), with the same
+floor: a model that reads the context rewrites best for the user whose context it was given. The generic rewriter is
+the base with the adapter disabled and the plain chat.
+
+    pig matrix --population_model latest --users demo nightowl crowd frost held000 held001 \
+        --users_dir runs/users/population --judge false
+
 Writes `matrix.json` and a heatmap `matrix.png` to `--out` (default `runs/matrix/<timestamp>`).
 """
 
@@ -41,6 +50,7 @@ from policy_eval.evaluate_policy import (
     image_seeds,
     judge_preferences,
     parse_dataclasses,
+    population_adapter,
     render_once,
     rewrite_prompts,
     truth_preferences,
@@ -66,6 +76,13 @@ class MatrixArguments(SamplingArguments):
         default=None,
         metadata={"help": "One adapter folder per user, in --users order (default: runs/<user>/LATEST for each)."},
     )
+    population_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of --adapters: one context-conditioned adapter (the population model; `latest`: "
+            "runs/population/LATEST), row i given user i's context. (--population is training's: the users.)"
+        },
+    )
     out: str | None = field(default=None, metadata={"help": "Output folder (default: runs/matrix/<timestamp>)."})
     suffix: str = field(
         default="auto",
@@ -83,6 +100,11 @@ class MatrixArguments(SamplingArguments):
             raise ConfigError(f"--users lists a user twice: {self.users}.")
         if self.suffix not in ("auto", "none"):
             raise ConfigError(f"--suffix must be auto or none, got {self.suffix!r}.")
+        if self.population_model is not None and self.adapters is not None:
+            raise ConfigError(
+                "--population_model and --adapters are two kinds of matrix: one context-conditioned adapter given "
+                "each user's context, or one adapter per user. Pass one of them."
+            )
         if self.adapters is not None and len(self.adapters) != len(self.users):
             raise ConfigError(
                 f"--adapters needs one adapter per user in --users order: {len(self.users)} users, "
@@ -92,6 +114,12 @@ class MatrixArguments(SamplingArguments):
 
 def parse_args(argv: list[str] | None = None) -> tuple[PigArguments, MatrixArguments]:
     pig_args, matrix_args = parse_dataclasses((PigArguments, MatrixArguments), argv)
+    if pig_args.population is not None:  # training's key, parsed with the recipe's: it would be ignored here
+        raise ConfigError(
+            f"pig matrix got --population {pig_args.population} (training's: the users a population model trains "
+            "on). The matrix of the population model takes it as --population_model ADAPTER (or latest: "
+            "runs/population/LATEST), and its users as --users."
+        )
     return pig_args, matrix_args
 
 
@@ -159,13 +187,11 @@ def matrix_floor(
 
 # ----------------------------------------------------------------------------------------------------- the run
 def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
-    from accelerate import PartialState
-
     from common.devices import resolve_device
     from policies.rewriter import AdapterInfo, PromptRewriter, latest_adapter
     from reward.users import UserDataError, load_user
     from rl.render import Renderer
-    from rl.reward_stack import build_reward_stack
+    from rl.reward_stack import build_pigreward
 
     users = [load_user(u, pig_args.users_dir) for u in args.users]
     tastes = [ground_truth.taste_of(u) for u in users]
@@ -176,29 +202,59 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
             "a sandbox user has a ground truth to score every adapter with."
         )
     ids = [u.user_id for u in users]
+    population = None
+    if args.population_model is not None:
+        population = (
+            population_adapter(pig_args.runs_dir)
+            if args.population_model == "latest" and not Path(args.population_model).is_dir()
+            else Path(args.population_model)
+        )
+        if not AdapterInfo.load(population).needs_context:
+            raise AdapterError(
+                f"--population_model {population}: this adapter reads the prompt alone (no context_format in its "
+                "pig_adapter.json), so every row would be the same rewrites. Pass the population model (trained with "
+                "--population), or per-user adapters with --adapters."
+            )
     adapters = (
-        [Path(a) for a in args.adapters] if args.adapters else [latest_adapter(u, pig_args.runs_dir) for u in ids]
+        [population] * len(users)
+        if population is not None
+        else [Path(a) for a in args.adapters]
+        if args.adapters
+        else [latest_adapter(u, pig_args.runs_dir) for u in ids]
     )
     infos = [AdapterInfo.load(a) for a in adapters]
     check_shared_base(adapters, infos)
     prompts = list(dict.fromkeys(args.eval_prompts or ground_truth.HELDOUT_PROMPTS))
     device = resolve_device("auto")  # the rule of common/devices.py
     out = Path(args.out or Path(pig_args.runs_dir) / "matrix" / time.strftime("%Y%m%d-%H%M%S"))
-    check_models_for(pig_args, args.judge)
+    check_models_for(pig_args, args.judge or population is not None)
     n_users, k, samples, seed = len(users), args.eval_images, args.eval_samples, args.eval_seed
-    print(f"[matrix] {n_users} users x {len(prompts)} prompts x {samples} samples x {k} images; out {out}")
+    rows = "the population model given each user's context" if population is not None else "adapters"
+    print(f"[matrix] {n_users} users x {len(prompts)} prompts x {samples} samples x {k} images ({rows}); out {out}")
 
-    # 1. Rewrite: one base model holding every adapter; the generic rewriter is that base with the adapters disabled.
+    # 0. Every user's context, built once by the configured reasoner and cached: the judge reads user j's for column
+    # j, and the population model reads user i's for row i.
+    pig = build_pigreward(pig_args, device) if args.judge or population is not None else None
+    contexts = [pig.build_context(u, rebuild=pig_args.rebuild_context) for u in users] if pig is not None else None
+    if not args.judge:
+        pig = None  # built only for the population model's contexts: nothing is judged
+        free_accelerator_memory()
+
+    # 1. Rewrite: one base model holding every adapter (or the one population model, given each user's context in
+    # turn); the generic rewriter is that base with the adapters disabled and the plain chat.
     rewriter = PromptRewriter(adapters[0], device=device)  # its adapter is PEFT's "default"
-    names = ["default", *(f"adapter_{i}" for i in range(1, n_users))]
-    for name, path in zip(names[1:], adapters[1:]):
-        rewriter.model.load_adapter(str(path), adapter_name=name)
     rewrites = []
-    for name in names:
-        rewriter.model.set_adapter(name)
-        rewrites.append(rewrite_prompts(rewriter, prompts, "sampled", samples, seed))
-    with rewriter.model.disable_adapter():
-        generic = rewrite_prompts(rewriter, prompts, "sampled", samples, seed)
+    if population is not None:
+        for context in contexts:
+            rewrites.append(rewrite_prompts(rewriter, prompts, "sampled", samples, seed, context=context.texts))
+    else:
+        names = ["default", *(f"adapter_{i}" for i in range(1, n_users))]
+        for name, path in zip(names[1:], adapters[1:]):
+            rewriter.model.load_adapter(str(path), adapter_name=name)
+        for name in names:
+            rewriter.model.set_adapter(name)
+            rewrites.append(rewrite_prompts(rewriter, prompts, "sampled", samples, seed))
+    generic = rewrite_prompts(rewriter, prompts, "sampled", samples, seed, base=True)
     del rewriter
     free_accelerator_memory()
 
@@ -215,10 +271,7 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
         fixed = [[apply_suffix(p, suffix)] * samples for p in prompts]
         pairs["vs_suffix", i] = image_pairs(prompts, rewrites[i], fixed, seeds)
         pairs["suffix_vs_original", i] = image_pairs(prompts, fixed, original, seeds)
-    if args.judge:
-        pig, first_context, renderer, _ = build_reward_stack(pig_args, users[0], device, PartialState())
-    else:
-        pig, first_context, renderer = None, None, Renderer.from_args(pig_args, device)
+    renderer = Renderer.from_args(pig_args, device)
     images = render_once(renderer, (key for ps in pairs.values() for _, *keys in ps for key in keys))
     del renderer
     free_accelerator_memory()
@@ -226,12 +279,11 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     # 3. Score every pair under every user's taste (and, with the judge, under every user's context).
     keys = list(pairs)
     scored: dict = {}  # (view, row, column) -> comparison_summary
-    for j, (user, taste) in enumerate(zip(users, tastes)):
+    for j, taste in enumerate(tastes):
         utilities: dict = {}
         judge = None
         if pig is not None:
-            context = first_context if j == 0 else pig.build_context(user, rebuild=pig_args.rebuild_context)
-            flat = judge_preferences(pig, context, [p for key in keys for p in pairs[key]], images)
+            flat = judge_preferences(pig, contexts[j], [p for key in keys for p in pairs[key]], images)
             judge, start = {}, 0
             for key in keys:
                 judge[key], start = flat[start : start + len(pairs[key])], start + len(pairs[key])
@@ -245,6 +297,8 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     results: dict = {
         "users": ids,
         "adapters": [str(a) for a in adapters],
+        "population": None if population is None else str(population),
+        "context_keys": None if contexts is None else [c.key for c in contexts],
         "base_model": infos[0].base_model,
         "tastes": {u: t.to_json() for u, t in zip(ids, tastes)},
         "prompts": prompts,
@@ -321,8 +375,9 @@ def plot_matrices(results: dict, path: Path) -> None:
                 # the own-user cell, the one the floor is about
                 ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5))
             ax.set_xticks(range(len(ids)), [f"user {u}" for u in ids], rotation=30, ha="right")
-            ax.set_yticks(range(len(ids)), [f"adapter {u}" for u in ids])
-            ax.set_title(f"{source.replace('_', ' ')}: adapter {view.replace('_', ' ')}", fontsize=10)
+            ax.set_yticks(range(len(ids)), [f"{row_label(results)} {u}" for u in ids])
+            rows = "population model" if results.get("population") else "adapter"
+            ax.set_title(f"{source.replace('_', ' ')}: {rows} {view.replace('_', ' ')}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -336,9 +391,14 @@ def _cell(summary: dict | None) -> str:
     return f"{summary['preference']:.2f}" + ("" if width is None else f" +-{width:.2f}")
 
 
+def row_label(results: dict) -> str:
+    """What row i is: user i's adapter, or the population model given user i's context."""
+    return "context of" if results.get("population") else "adapter of"
+
+
 def print_table(title: str, results: dict, source: str, view: str) -> None:
     ids = results["users"]
-    print(f"\n{title} (rows: adapter of; columns: scored by user; 0.5 = no better)")
+    print(f"\n{title} (rows: {row_label(results)}; columns: scored by user; 0.5 = no better)")
     print(f"{'':14}" + "".join(f"{u[:13]:>14}" for u in ids))
     for uid, row in zip(ids, results[source][view]):
         print(f"{uid[:13]:14}" + "".join(f"{_cell(c):>14}" for c in row))
@@ -352,8 +412,11 @@ def print_report(results: dict) -> None:
         f"base model {results['base_model']}; {len(results['prompts'])} prompts x {settings['eval_samples']} samples "
         f"x {settings['eval_images']} images"
     )
+    if results.get("population"):
+        print(f"population model {results['population']}: row i is it given user i's context")
     for uid, adapter in zip(results["users"], results["adapters"]):
-        print(f"  {uid}: taste {results['tastes'][uid]['prefs']}, adapter {adapter}")
+        row = "" if results.get("population") else f", adapter {adapter}"
+        print(f"  {uid}: taste {results['tastes'][uid]['prefs']}{row}")
     print_table("ground truth: adapter vs original prompt", results, "ground_truth", "vs_original")
     print_table("ground truth: adapter vs generic rewriter", results, "ground_truth", "vs_generic")
     if results.get("suffixes"):
@@ -366,7 +429,7 @@ def print_report(results: dict) -> None:
         print_table("judge: adapter vs original prompt", results, "judge", "vs_original")
         print_table("judge: adapter vs generic rewriter", results, "judge", "vs_generic")
         ids = results["users"]
-        print("\njudge's agreement with the ground truth (vs original; rows: adapter of, columns: user)")
+        print(f"\njudge's agreement with the ground truth (vs original; rows: {row_label(results)}, columns: user)")
         for uid, row in zip(ids, results["agreement"]["vs_original"]):
             print(f"{uid[:13]:14}" + "".join(f"{'-' if a is None else f'{a:.2f}':>14}" for a in row))
     floor = results["floor"]

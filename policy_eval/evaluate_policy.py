@@ -5,6 +5,8 @@ by the user's judge and, for a sandbox user, by the user's true taste.
     pig evaluate --user demo --prompt_set heldout --decoding sampled --judge false    # ground truth only, no judge
     pig evaluate --user demo --adapter runs/demo/grpo-.../adapter --eval_samples 8 --eval_images 8
     pig evaluate --user demo --eval_prompts "a lighthouse" "a red hydrant"
+    pig evaluate --user held000 --users_dir runs/users/population --adapter population --against_adapter latest \
+        --context_of demo --empty_context --judge false     # the population model: its rows and controls
 
 Blocks. Prompts come in sets: `heldout` (`rl.ground_truth.HELDOUT_PROMPTS`, never trained on; for a real user, the
 prompts of their held-out pairs) and `training` (the user's training prompts); `--eval_prompts` replaces them with one
@@ -28,6 +30,19 @@ held-out prompts x 4 samples (96 cells of 4 images) gave +-0.07 on the ground tr
 the default is 8 samples: 192 cells, +-0.02 to +-0.06. A wider ground-truth interval is flagged. The cells of one
 prompt share the original's images, so the interval is, if anything, a little optimistic.
 
+A context-conditioned adapter (the population model, or a per-user run started from it: `pig_adapter.json` records
+`context_format`) is given the user's context in its chat, as served: the rationales of the configured reasoner (the
+one the judge reads, cached under runs/<user>/context/). `base` stays the generic rewriter it started from: the
+adapter disabled and the plain chat (`PromptRewriter.rewrite_base`). Three more rows, each with the same seeds:
+
+- `--against_adapter PATH|latest`: the user's own per-user adapter (`per_user`; with the user's context if it reads
+  one): adapter vs per_user, per_user vs original (is one model for everyone as good as a run per user?);
+- `--context_of OTHER`: the control `other_context`, the same adapter given user OTHER's context for this user's
+  prompts; `--empty_context`: the control `empty_context`, given an empty one (`NO_POLICY_CONTEXT`). Each is
+  reported vs the original and vs the adapter, and `context_drop` is the paired drop of the win against the original
+  (adapter vs original minus control vs original, per cell, with its interval): a model that reads the context loses
+  at least `CONTEXT_DROP_FLOOR` of its win when it is given someone else's.
+
 Writes `results.json` and one `grid_<set>_<decoding>.png` per block (original | base | adapter per prompt) under
 `--eval_out` (default `runs/<user>/eval/<adapter's run>`). Judge, renderer and models come from training's config keys.
 The helpers below (rewriting, rendering once, scoring pairs, summaries) are shared with `pig matrix`
@@ -42,9 +57,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import ConfigError
+from common.errors import AdapterError, ConfigError
 from policies.suffix import apply_suffix
-from reports.runs import COMPARISONS, SUFFIX_COMPARISONS, format_summary
+from reports.runs import COMPARISONS, CONTROL_COMPARISONS, PER_USER_COMPARISONS, SUFFIX_COMPARISONS, format_summary
 from reward.eval.metrics import bootstrap_mean
 from reward.reduction import mean_or_none
 from rl import ground_truth
@@ -54,6 +69,8 @@ PROMPT_SETS = ("heldout", "training")
 DECODINGS = ("sampled", "greedy")
 MAX_HALF_WIDTH = 0.05
 """A ground-truth interval wider than +-this is flagged: it could not resolve the 0.05-0.1 effects we look for."""
+CONTEXT_DROP_FLOOR = 0.15
+"""How much of its win against the original a model that reads the context must lose with another user's (issue 21)."""
 
 ImageKey = tuple[str, int]  # an image is named by what rendered it: (text, seed)
 Pair = tuple[str, ImageKey, ImageKey]  # (original prompt, image A, image B)
@@ -102,7 +119,32 @@ class SamplingArguments:
 
 @dataclass
 class EvalArguments(SamplingArguments):
-    adapter: str | None = field(default=None, metadata={"help": "Adapter folder (default: runs/<user>/LATEST)."})
+    adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Adapter folder (default: runs/<user>/LATEST); `population`: the population model "
+            "(runs/population/LATEST). A context-conditioned adapter is given the user's context."
+        },
+    )
+    against_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "The user's own per-user adapter, compared with --adapter (rows adapter vs per_user, per_user vs "
+            "original): a folder, or `latest` (runs/<user>/LATEST). Given the user's context if it reads one."
+        },
+    )
+    context_of: str | None = field(
+        default=None,
+        metadata={
+            "help": "Control for a context-conditioned --adapter: the same adapter given this other user's context "
+            "(a user id under --users_dir, or a folder), scored for --user (rows other_context vs original, adapter "
+            "vs other_context, and the drop of the win vs original)."
+        },
+    )
+    empty_context: bool = field(
+        default=False,
+        metadata={"help": "Control for a context-conditioned --adapter: the same adapter given an empty context."},
+    )
     prompt_set: str = field(
         default="both",
         metadata={
@@ -157,6 +199,11 @@ def parse_dataclasses(types: tuple, argv: list[str] | None) -> list:
 
 def parse_args(argv: list[str] | None = None) -> tuple[PigArguments, EvalArguments]:
     pig_args, eval_args = parse_dataclasses((PigArguments, EvalArguments), argv)
+    if pig_args.population is not None:  # training's key, parsed with the recipe's: it would be ignored here
+        raise ConfigError(
+            f"pig evaluate got --population {pig_args.population} (training's: the users a population model trains "
+            "on). Evaluate the population model on one user with --user U --adapter population (or its folder)."
+        )
     if not pig_args.user:
         raise ConfigError("--user is required: a user id under --users_dir (e.g. demo) or a path to a user folder.")
     return pig_args, eval_args
@@ -203,6 +250,22 @@ def comparison_summary(
     return out
 
 
+def context_drop(cells: Sequence[dict], control: str, view: str, resamples: int = 1000) -> dict:
+    """How much of the adapter's win against the original a control loses: per (prompt, sample) cell, `adapter vs
+    original` minus `<control> vs original` (the same prompt, sampling seed and image seeds: paired), summarized over
+    the cells where both are decided. `preference` is then the mean drop (positive: the control wins less), with its
+    95% interval, and `floor_met` whether it reaches `CONTEXT_DROP_FLOOR`."""
+    diffs = []
+    for cell in cells:
+        own, other = cell.get("adapter_vs_original", {}).get(view), cell.get(f"{control}_vs_original", {}).get(view)
+        if own is not None and other is not None:
+            diffs.append(own - other)
+    out = summarize(diffs, resamples)
+    out["floor"] = CONTEXT_DROP_FLOOR
+    out["floor_met"] = None if out["preference"] is None else out["preference"] >= CONTEXT_DROP_FLOOR - 1e-9
+    return out
+
+
 def precision_warning(name: str, summary: dict, greedy: bool = False, limit: float = MAX_HALF_WIDTH) -> str | None:
     """A warning line when the ground-truth interval of comparison `name` is wider than +-`limit` (or missing)."""
     truth = summary.get("ground_truth")
@@ -214,30 +277,49 @@ def precision_warning(name: str, summary: dict, greedy: bool = False, limit: flo
 
 
 # ----------------------------------------------------------------------------------- rewriting, rendering, scoring
-def rewrite_prompts(rewriter, prompts: list[str], decoding: str, samples: int, seed: int) -> list[list[str]]:
+def rewrite_prompts(
+    rewriter, prompts: list[str], decoding: str, samples: int, seed: int, context=None, base: bool = False
+) -> list[list[str]]:
     """The rewriter's active policy's rewrites of each prompt: `samples` sampled ones (at the adapter's training
     temperature, no repetition controls, seeded: as training samples) or one greedy one (`PromptRewriter.rewrite`'s
     defaults, as served).
 
+    `context`: the user's rationales, for a context-conditioned adapter (required by one, refused by any other, as in
+    serving). `base`: the generic rewriter instead, the adapter disabled and the plain chat, without a context
+    (`PromptRewriter.rewrite_base`: the warm start never saw one).
+
     The same `seed` for two policies draws the same random numbers, so identical policies give identical samples.
     """
+    import contextlib
+
     from policies.rewriter import extract_rewrite, generate_completions
 
+    if base and context is not None:
+        raise ValueError("The generic rewriter (base=True) reads no context.")
     if decoding == "greedy":
-        return [[r] for r in rewriter.rewrite(prompts)]
+        return [[r] for r in (rewriter.rewrite_base(prompts) if base else rewriter.rewrite(prompts, context=context))]
     if decoding != "sampled":
         raise ValueError(f"decoding must be sampled or greedy, got {decoding!r}.")
-    answers = generate_completions(
-        rewriter.model,
-        rewriter.tokenizer,
-        prompts,
-        max_new_tokens=rewriter.max_new_tokens,
-        temperature=rewriter.train_temperature,
-        seed=seed,
-        n=samples,
-        system_prompt=rewriter.system_prompt,
-        few_shot=rewriter.few_shot,
-    )
+    if not base and rewriter.needs_context != (context is not None):
+        raise AdapterError(
+            "The adapter reads the user's context (pig_adapter.json: context_format): pass the user's rationales."
+            if rewriter.needs_context
+            else "The adapter was trained on the prompt alone (no context_format): it is given no context."
+        )
+    disabled = rewriter.model.disable_adapter() if base and rewriter.info is not None else contextlib.nullcontext()
+    with disabled:
+        answers = generate_completions(
+            rewriter.model,
+            rewriter.tokenizer,
+            prompts,
+            max_new_tokens=rewriter.max_new_tokens,
+            temperature=rewriter.train_temperature,
+            seed=seed,
+            n=samples,
+            system_prompt=rewriter.system_prompt,
+            few_shot=rewriter.few_shot,
+            context=context,
+        )
     rewrites = [extract_rewrite(a) for a in answers]
     return [rewrites[i * samples : (i + 1) * samples] for i in range(len(prompts))]
 
@@ -337,14 +419,12 @@ def prompt_sets(user, eval_args: EvalArguments, sandbox: bool) -> dict[str, list
 
 
 def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
-    from accelerate import PartialState
-
     from common.devices import resolve_device
-    from policies.rewriter import PromptRewriter, latest_adapter
+    from policies.rewriter import AdapterInfo, PromptRewriter
     from reward.similarity import TextEmbedder
     from reward.users import UserDataError, load_user
     from rl.render import Renderer
-    from rl.reward_stack import build_reward_stack
+    from rl.reward_stack import build_pigreward
 
     user = load_user(pig_args.user, pig_args.users_dir)
     taste = ground_truth.taste_of(user)
@@ -352,21 +432,61 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
         raise UserDataError(
             f"User {user.user_id!r} has no sandbox taste (a real user): with --judge false there is nothing to report."
         )
-    adapter = Path(eval_args.adapter) if eval_args.adapter else latest_adapter(user.user_id, pig_args.runs_dir)
+    adapter = resolve_adapter(eval_args.adapter, user.user_id, pig_args.runs_dir)
+    info = AdapterInfo.load(adapter)
+    against = resolve_adapter(eval_args.against_adapter, user.user_id, pig_args.runs_dir, "--against_adapter")
+    against_info = AdapterInfo.load(against) if against is not None else None
+    other = load_user(eval_args.context_of, pig_args.users_dir) if eval_args.context_of else None
+    controls = (("other_context",) if other is not None else ()) + (("empty_context",) * eval_args.empty_context)
+    check_controls(info, controls, user.user_id, other)
+    reads_context = info.needs_context or bool(against_info and against_info.needs_context)
     sets = prompt_sets(user, eval_args, sandbox=taste is not None)
     decodings = DECODINGS if eval_args.decoding == "both" else (eval_args.decoding,)
     blocks = [(name, decoding) for name in sets for decoding in decodings]
     device = resolve_device("auto")  # the rule of common/devices.py
     out = Path(eval_args.eval_out or Path(pig_args.runs_dir) / user.user_id / "eval" / adapter.parent.name)
-    check_models_for(pig_args, eval_args.judge)
+    check_models_for(pig_args, eval_args.judge or reads_context)
     k, samples = eval_args.eval_images, eval_args.eval_samples
 
     suffix = resolve_suffix(eval_args.suffix, Path(pig_args.runs_dir) / user.user_id / "suffix")
-    comparisons = COMPARISONS + (SUFFIX_COMPARISONS if suffix is not None else ())
-    policies = ("base", "adapter") + (("suffix",) if suffix is not None else ())
+    comparisons = (
+        COMPARISONS
+        + (SUFFIX_COMPARISONS if suffix is not None else ())
+        + (PER_USER_COMPARISONS if against is not None else ())
+        + tuple(c for c in CONTROL_COMPARISONS if set(c) & set(controls))
+    )
+    policies = (
+        ("base", "adapter")
+        + (("suffix",) if suffix is not None else ())
+        + (("per_user",) if against is not None else ())
+        + controls
+    )
 
-    # 1. Rewrite: every block's prompts, by the adapter and by the base (the same model with the adapter disabled);
-    # the fixed-suffix baseline appends its one suffix to every prompt.
+    # 0. The user's context (and the control's), built once by the configured reasoner and cached: the judge reads
+    # it, and a context-conditioned policy reads its rationales, as in training.
+    pig = build_pigreward(pig_args, device) if eval_args.judge or reads_context else None
+    context = pig.build_context(user, rebuild=pig_args.rebuild_context) if pig is not None else None
+    if context is not None:
+        print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id})")
+        recorded = (info.context_source or {}).get("reasoner_model_id")
+        if info.needs_context and recorded and recorded != context.model_id:
+            print(
+                f"warning: the adapter was trained on contexts by {recorded}; it is given {context.model_id}'s "
+                "(the configured reasoner: --judge_model / --reasoner_model)"
+            )
+    control_contexts = {"other_context": None, "empty_context": []}
+    if other is not None:
+        control_contexts["other_context"] = pig.build_context(other, rebuild=pig_args.rebuild_context).texts
+    policy_context = context if reads_context else None
+    if not eval_args.judge:
+        pig, context = None, None  # built only for the policy's contexts: nothing is judged
+        free_accelerator_memory()
+
+    # 1. Rewrite: every block's prompts, by the adapter (with the user's context when it reads one), by the base (the
+    # same model with the adapter disabled and the plain chat: the generic rewriter), by the controls (the adapter
+    # with another context) and by the user's per-user adapter; the fixed-suffix baseline appends its one suffix to
+    # every prompt. Every policy samples with the same seed.
+    own_context = policy_context.texts if info.needs_context else None
     rewriter = PromptRewriter(adapter, device=device)
     texts: dict[tuple[str, str], dict[str, list[list[str]]]] = {}
     for name, decoding in blocks:
@@ -374,21 +494,29 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
         n = samples if decoding == "sampled" else 1
         texts[name, decoding] = {
             "original": [[p] * n for p in prompts],
-            "adapter": rewrite_prompts(rewriter, prompts, decoding, samples, eval_args.eval_seed),
+            "adapter": rewrite_prompts(rewriter, prompts, decoding, samples, eval_args.eval_seed, own_context),
+            "base": rewrite_prompts(rewriter, prompts, decoding, samples, eval_args.eval_seed, base=True),
         }
-        with rewriter.model.disable_adapter():
-            texts[name, decoding]["base"] = rewrite_prompts(rewriter, prompts, decoding, samples, eval_args.eval_seed)
+        for control in controls:
+            texts[name, decoding][control] = rewrite_prompts(
+                rewriter, prompts, decoding, samples, eval_args.eval_seed, control_contexts[control]
+            )
         if suffix is not None:
             texts[name, decoding]["suffix"] = [[apply_suffix(p, suffix)] * n for p in prompts]
     del rewriter
     free_accelerator_memory()
+    if against is not None:
+        rewriter = PromptRewriter(against, device=device)
+        per_user_context = policy_context.texts if against_info.needs_context else None
+        for name, decoding in blocks:
+            texts[name, decoding]["per_user"] = rewrite_prompts(
+                rewriter, sets[name], decoding, samples, eval_args.eval_seed, per_user_context
+            )
+        del rewriter
+        free_accelerator_memory()
 
     # 2. Render every distinct (text, seed) of all blocks once.
-    if eval_args.judge:
-        pig, context, renderer, embedder = build_reward_stack(pig_args, user, device, PartialState())
-    else:
-        pig, context = None, None
-        renderer, embedder = Renderer.from_args(pig_args, device), TextEmbedder(pig_args.fidelity_model, device=device)
+    renderer, embedder = Renderer.from_args(pig_args, device), TextEmbedder(pig_args.fidelity_model, device=device)
     seeds = {name: image_seeds(eval_args.eval_seed, prompts, k) for name, prompts in sets.items()}
     all_pairs = {
         (name, decoding, a, b): image_pairs(sets[name], t[a], t[b], seeds[name])
@@ -401,9 +529,13 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     results: dict = {
         "user": user.user_id,
         "adapter": str(adapter),
+        "adapter_reads_context": info.needs_context,
+        "per_user_adapter": None if against is None else str(against),
+        "controls": {c: (other.user_id if c == "other_context" else None) for c in controls},
         "suffix": suffix,
         "taste": None if taste is None else taste.to_json(),
         "context_key": None if context is None else context.key,
+        "policy_context_key": None if policy_context is None else policy_context.key,
         "blocks": [],
     }
     utilities: dict = {}
@@ -426,6 +558,12 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
             warning = precision_warning(f"{a} vs {b}", summary[comparison], greedy=decoding == "greedy")
             if warning:
                 warnings.append(warning)
+        for control in controls:
+            summary.setdefault("context_drop", {})[control] = {
+                view: context_drop(cells, control, view, eval_args.bootstrap)
+                for view in ("ground_truth", "judge")
+                if any(view in cell.get(f"{control}_vs_original", {}) for cell in cells)
+            }
         flat_prompts = [p for p in prompts for _ in range(n)]
         for policy in policies:
             flat = [text for row in t[policy] for text in row]
@@ -463,6 +601,56 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     results["out"] = str(out)
     return results
+
+
+def population_adapter(runs_dir: str | Path) -> Path:
+    """The population model's adapter, `runs/population/LATEST` (shared by `pig evaluate`, `pig matrix` and
+    `benchmarks/first_rewrite.py`).
+
+    Raises:
+        FileNotFoundError: there is none, with the command that trains one.
+    """
+    from policies.rewriter import LATEST, POPULATION, latest_adapter
+
+    if not (Path(runs_dir) / POPULATION / LATEST).is_file():
+        raise FileNotFoundError(
+            f"No population model: {Path(runs_dir) / POPULATION / LATEST} is missing. Train one first: "
+            "`accelerate launch rl/train_policy.py --population <folder of users>`, or pass its adapter folder."
+        )
+    return latest_adapter(POPULATION, runs_dir)  # a broken pointer is named with the fix
+
+
+def resolve_adapter(option: str | None, user_id: str, runs_dir: str, flag: str = "--adapter") -> Path | None:
+    """The adapter folder an option names: a folder; `population` (--adapter) the population model,
+    runs/population/LATEST; `latest` (--against_adapter) or nothing (--adapter) the user's own, runs/<user>/LATEST."""
+    from policies.rewriter import POPULATION, latest_adapter
+
+    if option is None:
+        return latest_adapter(user_id, runs_dir) if flag == "--adapter" else None
+    if option == POPULATION and flag == "--adapter" and not Path(option).is_dir():
+        return population_adapter(runs_dir)
+    if option == "latest" and flag == "--against_adapter" and not Path(option).is_dir():
+        return latest_adapter(user_id, runs_dir)
+    return Path(option)
+
+
+def check_controls(info, controls: Sequence[str], user_id: str, other) -> None:
+    """A control needs an adapter that reads the user's context, and another user than the one evaluated.
+
+    Raises:
+        ConfigError: naming the fix.
+    """
+    if controls and not info.needs_context:
+        raise ConfigError(
+            "--context_of and --empty_context are controls of a context-conditioned adapter (the population model, "
+            "or a per-user run started from it), and this adapter reads the prompt alone (no context_format in its "
+            "pig_adapter.json): drop them, or pass such an adapter (--adapter population)."
+        )
+    if other is not None and other.user_id == user_id:
+        raise ConfigError(
+            f"--context_of names the user evaluated ({user_id}): name another user, whose context "
+            "the adapter is then given for this user's prompts."
+        )
 
 
 def resolve_suffix(option: str, default_folder: Path) -> str | None:
@@ -508,6 +696,13 @@ def _fmt(value: float | None) -> str:
 def print_report(results: dict) -> None:
     taste = results["taste"]
     print(f"user {results['user']}, adapter {results['adapter']}")
+    if results.get("adapter_reads_context"):
+        print(f"the adapter reads {results['user']}'s context in its chat; base: the adapter disabled, plain chat")
+    if results.get("per_user_adapter"):
+        print(f"per_user: {results['user']}'s own adapter {results['per_user_adapter']}")
+    for control, other in (results.get("controls") or {}).items():
+        given = f"{other}'s context" if other else "an empty context"
+        print(f"control {control}: the same adapter given {given} for {results['user']}'s prompts")
     if results.get("suffix") is not None:
         print(f"fixed-suffix baseline: {results['suffix']!r}")
     print(f"true taste: {taste}" if taste else "real user: judge only")
@@ -515,17 +710,28 @@ def print_report(results: dict) -> None:
         n, s, k = block["prompts"], block["samples"], results["settings"]["eval_images"]
         print(f"\n[{block['prompt_set']} x {block['decoding']}] {n} prompts x {s} samples = {n * s} cells, ", end="")
         print(f"{k} images each")
-        print(f"{'comparison':20} {'judge (95% CI)':28} {'ground truth (95% CI)':28} agreement")
-        for a, b in COMPARISONS + SUFFIX_COMPARISONS:
-            if f"{a}_vs_{b}" not in block["summary"]:  # no suffix baseline in this evaluation
+        print(f"{'comparison':26} {'judge (95% CI)':28} {'ground truth (95% CI)':28} agreement")
+        for a, b in COMPARISONS + SUFFIX_COMPARISONS + PER_USER_COMPARISONS + CONTROL_COMPARISONS:
+            if f"{a}_vs_{b}" not in block["summary"]:  # a row this evaluation did not ask for
                 continue
             row = block["summary"][f"{a}_vs_{b}"]
             agreement = row.get("agreement")
             print(
-                f"{a + ' vs ' + b:20} {format_summary(row.get('judge')):28} "
+                f"{a + ' vs ' + b:26} {format_summary(row.get('judge')):28} "
                 f"{format_summary(row.get('ground_truth')):28} {'-' if agreement is None else f'{agreement:.2f}'}"
             )
         summary = block["summary"]
+        for control, views in summary.get("context_drop", {}).items():
+            for view, drop in views.items():
+                if drop["preference"] is None:
+                    continue
+                win = summary["adapter_vs_original"][view]["preference"]
+                control_win = summary[f"{control}_vs_original"][view]["preference"]
+                print(
+                    f"{view.replace('_', ' ')}: win vs original {_fmt(win)} with the user's context, "
+                    f"{_fmt(control_win)} with {control.replace('_', ' ')}: paired drop "
+                    f"{format_summary(drop)} ({'>=' if drop['floor_met'] else '<'} {drop['floor']:.2f})"
+                )
         print(
             f"fidelity to the prompt: base {summary['fidelity_base']:.3f}, adapter {summary['fidelity_adapter']:.3f}"
         )

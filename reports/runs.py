@@ -156,6 +156,16 @@ COMPARISONS = (("adapter", "base"), ("adapter", "original"), ("base", "original"
 """The comparisons of every `pig evaluate` block, `a` over `b`; its results name each `f"{a}_vs_{b}"`."""
 SUFFIX_COMPARISONS = (("adapter", "suffix"), ("suffix", "original"))
 """The comparisons a block adds when the user has a fixed-suffix baseline (`pig suffix`)."""
+PER_USER_COMPARISONS = (("adapter", "per_user"), ("per_user", "original"))
+"""The comparisons a block adds with the user's own per-user adapter (`pig evaluate --against_adapter`)."""
+CONTROL_COMPARISONS = (
+    ("adapter", "other_context"),
+    ("other_context", "original"),
+    ("adapter", "empty_context"),
+    ("empty_context", "original"),
+)
+"""The comparisons a block adds with a context-conditioned adapter's controls (`--context_of`, `--empty_context`):
+the same adapter given another user's context, or an empty one."""
 
 
 def format_summary(summary: dict | None) -> str:
