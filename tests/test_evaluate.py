@@ -111,7 +111,19 @@ def test_truth_preferences_measure_each_image_once():
     utilities: dict = {}
     pairs = [("p", ("warm", 0), ("cool", 0)), ("p", ("cool", 0), ("warm", 0)), ("p", ("warm", 0), ("warm", 0))]
     assert truth_preferences(taste, pairs, images, utilities) == [1.0, 0.0, 0.5]
-    assert set(utilities) == {("warm", 0), ("cool", 0)}
+    assert set(utilities) == {(("warm", 0), None), (("cool", 0), None)}  # one taste for every subject
+    # A subject-dependent taste measures an image once per subject it is asked for (sun, box, moon: 3 x 2 images).
+    split = parse_taste(
+        {"prefs": {}, "weights": {"palette": 1.0}, "by_subject": {"palette": {"round": "warm", "angular": "cool"}}}
+    )
+    utilities = {}
+    pairs = [
+        ("a sun", ("warm", 0), ("cool", 0)),
+        ("a box", ("warm", 0), ("cool", 0)),
+        ("a moon", ("warm", 0), ("cool", 0)),
+    ]
+    assert truth_preferences(split, pairs, images, utilities) == [1.0, 0.0, 1.0]
+    assert len(utilities) == 6
 
 
 def test_matrix_floor_by_hand():
