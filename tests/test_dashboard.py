@@ -111,6 +111,9 @@ def offline_run(tmp_path_factory) -> Path:
                 }
             )
         run.finish()
+        # finish() can return before W&B's service has written the run's records (seen under load): its teardown
+        # waits for them, so the reader below sees the whole run.
+        wandb.teardown()
     history = [{"reward": 0.5, "step": 0}, {"reward": 0.6, "step": 1}]
     (run_dir / "log_history.json").write_text(json.dumps(history))
     return run_dir
