@@ -9,6 +9,7 @@ results = pig.compare(prompts, images_a, images_b, context)  # both orders, one 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ class JudgeSettings:
             comes from the recomputed totals, see `reward.parsing`).
         retry_failed: regenerate once, sampling with a repetition penalty, when an answer yields no decision.
         generation: generation settings of the first attempt (greedy by default).
+        context_references: build a user's context from their most recent N references only (0: all of them).
+            Choices made on the page are appended, so a window follows a taste that moves, and keeps the context as
+            long as the judge was trained to read.
     """
 
     mode: str = "cot"
@@ -43,10 +47,13 @@ class JudgeSettings:
     generation: GenerationSettings = field(
         default_factory=lambda: GenerationSettings(max_new_tokens=320, stop_after_verdict=True)
     )
+    context_references: int = 0
 
     def __post_init__(self):
         if self.mode not in ("cot", "score"):
             raise ValueError(f"judge mode must be 'cot' or 'score', got {self.mode!r}.")
+        if self.context_references < 0:
+            raise ValueError(f"context_references must be >= 0 (0: all), got {self.context_references}.")
 
 
 @dataclass
@@ -166,7 +173,16 @@ class PIGReward:
         return metrics
 
     # ----------------------------------------------------------------------------------------------- user context
+    def context_user(self, user: UserData) -> UserData:
+        """`user` as their context sees them: their most recent `settings.context_references` references (all when
+        0); the rest of the user (training prompts, held-out pairs) is unchanged."""
+        n = self.settings.context_references
+        if not n or len(user.references) <= n:
+            return user
+        return dataclasses.replace(user, references=list(user.references[-n:]))
+
     def context_key(self, user: UserData) -> str:
+        user = self.context_user(user)
         return ctx.context_key(
             self.reasoner.model_id,
             self.reasoner_template.id,
@@ -183,6 +199,7 @@ class PIGReward:
         """
         if self.reasoner is None:
             raise ValueError("This PIGReward has no reasoner backend, so it cannot build user contexts.")
+        user = self.context_user(user)
         key = self.context_key(user)
         path = ctx.context_path(self.cache_dir, user.user_id, key)
         cached = None if rebuild else ctx.load_cached(path, key)

@@ -189,6 +189,13 @@ class PigArguments:
         default=_cpu("judge_max_new_tokens"), metadata={"help": "Token cap of a judge answer."}
     )
     judge_repetition_penalty: float = field(default=1.0, metadata={"help": "Judge repetition penalty (1.0 = off)."})
+    context_references: int = field(
+        default=_cpu("context_references"),
+        metadata={
+            "help": "Build a user's context from their most recent N references (0: all). Choices from the page "
+            "are appended, so a window follows a taste that moves."
+        },
+    )
     judge_batch_size: int = field(
         default=_cpu("judge_batch_size"), metadata={"help": "Judge conversations per forward/generate call."}
     )

@@ -103,6 +103,7 @@ def build_pigreward(args: PigArguments, device: str):
                 repetition_penalty=args.judge_repetition_penalty,
                 stop_after_verdict=True,
             ),
+            context_references=args.context_references,
         ),
         cache_dir=args.runs_dir,
     )

@@ -108,3 +108,28 @@ def test_rationale_keys_are_literal_and_depend_on_each_part():
         (*base[:3], "e" * 64),
     ]
     assert len({key, *(ctx.rationale_key(*v) for v in variants)}) == 5
+
+
+def test_a_context_window_reads_the_most_recent_references(backend, tmp_path, demo_user_copy):
+    """`context_references: N` builds the context from the user's N most recent references: a choice made on the page
+    pushes the oldest reference out (a taste that moves is followed), and only the new reference is reasoned about."""
+    from reward.pigreward import JudgeSettings
+
+    reasoner = CountingReasoner(backend)
+    pig = PIGReward(
+        backend,
+        reasoner,
+        settings=JudgeSettings(context_references=6),
+        reasoner_generation=GenerationSettings(max_new_tokens=12),
+        cache_dir=tmp_path / "runs",
+    )
+    user = load_user(str(demo_user_copy))
+    first = pig.build_context(user)
+    assert [r.prompt for r in first.rationales] == [r.prompt for r in user.references[-6:]]
+    _add_choice(demo_user_copy, 4)
+    second = pig.build_context(load_user(str(demo_user_copy)))
+    assert [r.prompt for r in second.rationales] == [r.prompt for r in user.references[-5:]] + ["a lantern 4"]
+    assert reasoner.calls == [6, 1] and second.texts[:5] == first.texts[1:]
+    assert second.key == pig.context_key(load_user(str(demo_user_copy))) != first.key
+    with pytest.raises(ValueError, match="context_references"):
+        JudgeSettings(context_references=-1)
