@@ -63,8 +63,10 @@ def main() -> None:
             chars = sum(len(getattr(v, "text", "") or "") for v in verdicts) / len(verdicts)
             decided = sum(v.winner is not None for v in verdicts) / len(verdicts)
             winners[mode] = [v.winner for v in verdicts]
-            print(f"{mode:<6}{bs:>6}{len(verdicts) / seconds:>10.2f}{seconds / len(verdicts):>9.3f}{chars:>14.0f}"
-                  f"{decided:>9.2f}")
+            print(
+                f"{mode:<6}{bs:>6}{len(verdicts) / seconds:>10.2f}{seconds / len(verdicts):>9.3f}{chars:>14.0f}"
+                f"{decided:>9.2f}"
+            )
     both = [(c, s) for c, s in zip(winners["cot"], winners["score"]) if c not in (None, 0)]
     agree = sum(c == s for c, s in both) / len(both) if both else float("nan")
     print(f"CoT vs score-mode winner agreement: {agree:.2f} over {len(both)} pairs decided by CoT")

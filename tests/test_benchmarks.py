@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,57 @@ def test_judge_context_reading_reports_a_split_context_per_subject_group(tiny_mo
         == teacher["2 warm / 0 cool (+4 light), angular subjects"]
     )
     assert len(re.findall(r"judge prefers warm \d\.\d\d", out)) == 6
+
+
+@pytest.mark.slow
+def test_feedback_loop_clicks_updates_and_follows_a_drift(tiny_models, tmp_path, capsys, monkeypatch):
+    """benchmarks/feedback_loop.py on the tiny models: the simulated person's clicks become references through the
+    page's functions, every round updates the adapter (each update continues the previous one), the drift run flips
+    the taste the measurement reads, and the figures and curve are written."""
+    import json
+
+    import yaml
+
+    bench = _load("feedback_loop")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": tiny_models["policy"],
+                "judge_model": tiny_models["vlm"],
+                "renderer_model": tiny_models["sd"],
+                "fidelity_model": tiny_models["minilm"],
+                "render_steps": 4,
+                "judge_max_new_tokens": 16,
+                "max_completion_length": 12,
+                "learning_rate": 1e-2,
+                "report_to": [],
+            }
+        )
+    )
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    out = tmp_path / "bench"
+    code = bench.main(
+        ["--config", str(config), "--out", str(out), "--oneshot", "none", "--rounds", "1", "--drift_rounds", "2"]
+        + ["--drift_after", "1", "--choices", "2", "--update_steps", "2", "--heldout_prompts", "2", "--start_refs", "2"]
+    )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    steady, drift = results["runs"]["steady"]["rounds"], results["runs"]["drift"]["rounds"]
+    assert len(steady) == 1 and len(drift) == 2 and (out / "curve.png").stat().st_size > 0
+    for row in steady + drift:
+        assert 0.0 <= row["adapter_vs_original"]["ground_truth"] <= 1.0
+        assert len(row["clicks"]) == 2 and set(row["clicks"]) <= {"left", "right", "skip"}
+    assert drift[1]["references"] == 2 + sum(c != "skip" for r in drift for c in r["clicks"])
+    user = json.loads((out / "drift" / "users" / "sim-drift" / "user.json").read_text())
+    flipped = results["runs"]["drift"]["drift"]
+    assert flipped["after_round"] == 1 and drift[1]["taste"] == flipped["new_taste"] != drift[0]["taste"]
+    from localmodels.oracle import parse_taste
+
+    assert parse_taste(user["sandbox"]).describe() == flipped["new_taste"]
+    from policies.rewriter import AdapterInfo
+
+    second = AdapterInfo.load(Path(drift[1]["adapter"]))
+    assert Path(second.init_adapter).resolve() == Path(drift[0]["adapter"]).resolve()
+    assert "[drift] the taste flips" in capsys.readouterr().out
