@@ -270,6 +270,13 @@ class PigArguments:
     init_adapter: str | None = field(
         default=None, metadata={"help": "Continue training from this LoRA adapter folder instead of a fresh LoRA."}
     )
+    lora_top_layers: int = field(
+        default=_cpu("lora_top_layers"),
+        metadata={
+            "help": "A fresh LoRA on the policy's top N decoder layers only (0: every layer). The backward pass "
+            "stops at the lowest layer with a LoRA, so the update costs less (docs/TRAINING.md)."
+        },
+    )
     # -- the DPO route (algorithm: dpo)
     dpo_rounds: int = field(default=3, metadata={"help": "dpo: sampling rounds over the training prompts."})
     dpo_candidates: int = field(default=4, metadata={"help": "dpo: rewrites sampled and judged per prompt and round."})

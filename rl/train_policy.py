@@ -290,7 +290,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **load_kwargs(weights=False))
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype, **load_kwargs())
-    peft_config = get_peft_config(model_args)
+    peft_config = top_layers_only(get_peft_config(model_args), policy, args.lora_top_layers)
     if args.init_adapter:
         check_adapter_files(args.init_adapter)  # safetensors only, and shapes that fit this policy
         check_adapter_fits(args.init_adapter, policy, model_args.model_name_or_path)
@@ -312,6 +312,21 @@ def build_trainer(args: PigArguments, training_args, model_args):
     trainer.callback_handler.callbacks.insert(0, profile)  # first, so that W&B's `on_log` sees the `time/` metrics
     console.install(trainer, out_dir / "metrics.jsonl")  # one progress bar; every logged row to metrics.jsonl
     return trainer, users if args.population else user
+
+
+def top_layers_only(peft_config, policy, n: int):
+    """`peft_config` restricted to the policy's top `n` decoder layers (`n` 0: unchanged). Autograd builds the graph
+    only from the first tensor that needs a gradient, so the layers below the lowest LoRA are run forward only."""
+    from common.errors import ConfigError
+
+    if not n or peft_config is None:
+        return peft_config
+    total = policy.config.num_hidden_layers
+    if not 0 < n <= total:
+        raise ConfigError(f"--lora_top_layers must be in [0, {total}] for {policy.config.model_type}, got {n}.")
+    peft_config.layers_to_transform = list(range(total - n, total))
+    peft_config.layers_pattern = "layers"
+    return peft_config
 
 
 def policy_reads_context(args: PigArguments) -> bool:

@@ -69,3 +69,28 @@ def test_init_adapter_starts_from_the_adapters_weights(started):
     for key, tensor in saved.items():
         assert torch.equal(loaded[key].detach().cpu(), tensor), f"{key}: not the adapter's weight"
         assert loaded[key].requires_grad, f"{key} was loaded frozen: the run would not train it"
+
+
+def test_lora_top_layers_puts_the_lora_on_the_top_layers_only(tiny_models):
+    """`lora_top_layers: N`: a fresh LoRA on the policy's top N decoder layers, so no gradient flows below them."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from common.errors import ConfigError
+    from rl.train_policy import top_layers_only
+
+    policy = AutoModelForCausalLM.from_pretrained(tiny_models["policy"])
+    total = policy.config.num_hidden_layers
+    config = top_layers_only(LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"), policy, 1)
+    model = get_peft_model(policy, config)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all(f".layers.{total - 1}." in n for n in names)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    hidden = {}
+    layers = model.base_model.model.model.layers
+    layers[0].register_forward_hook(lambda m, i, o: hidden.setdefault("bottom", o[0] if isinstance(o, tuple) else o))
+    model(input_ids=ids).logits.sum().backward()
+    assert not hidden["bottom"].requires_grad  # the layers below the LoRA build no graph
+    assert top_layers_only(None, policy, 1) is None
+    with pytest.raises(ConfigError, match="lora_top_layers"):
+        top_layers_only(LoraConfig(r=4, target_modules=["q_proj"]), policy, total + 1)
