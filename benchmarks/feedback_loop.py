@@ -111,7 +111,6 @@ def pig_args_for(user_dir: Path, users_dir: Path, runs_dir: Path, config: str | 
 def evaluate_adapter(args, user_dir: Path, users_dir: Path, runs_dir: Path, adapter: Path, out: Path) -> dict:
     """Held-out prompts, sampled rewrites: the adapter vs the original prompt (and the generic rewriter vs it)."""
     from policy_eval.evaluate_policy import EvalArguments, evaluate
-
     from rl.ground_truth import HELDOUT_PROMPTS
 
     pig_args = pig_args_for(user_dir, users_dir, runs_dir, args.config)

@@ -88,7 +88,8 @@ def test_feedback_loop_clicks_updates_and_follows_a_drift(tiny_models, tmp_path,
     out = tmp_path / "bench"
     code = bench.main(
         ["--config", str(config), "--out", str(out), "--oneshot", "none", "--rounds", "1", "--drift_rounds", "2"]
-        + ["--drift_after", "1", "--choices", "2", "--update_steps", "2", "--heldout_prompts", "2", "--start_refs", "2"]
+        + ["--drift_after", "1", "--choices", "2", "--update_steps", "2", "--heldout_prompts", "2"]
+        + ["--start_refs", "2"]
     )
     assert code == 0
     results = json.loads((out / "results.json").read_text())

@@ -97,7 +97,7 @@ def _pixels(page, src: str) -> bytes:
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium; `make test-slow` does it as root).")
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; `make test-slow` does it as root).")
     pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
     pytest.importorskip("gradio", reason='the choice page needs Gradio: pip install -e ".[ui]"')
     return path
