@@ -146,9 +146,11 @@ def build_page(session: ChoiceSession):
         status = gr.Markdown("", elem_id="status")
         # The pair on the page travels with each click (a hidden field), so a click is about the pair the person saw.
         pair_id = gr.Textbox(visible=False, elem_id="pair-id")
+        window = session.pig.settings.context_references if session.pig is not None else 0
         context = gr.Textbox(
             _context_text(session),
-            label="What the judge knows about this user (the reasoner's rationales, one per reference)",
+            label="What the judge knows about this user (the reasoner's rationales, one per reference"
+            + (f": the {window} most recent)" if window else ")"),
             lines=6,
             interactive=False,
             elem_id="context",

@@ -155,7 +155,7 @@ def test_ten_clicks_in_chromium_write_ten_choices(chromium, tiny_models, demo_us
         assert reference.chosen.tobytes() == pixels  # the image the person chose is the one saved as chosen
         assert reference.prompt == entry["prompt"] and {entry["shown"]["left"]["policy"]} == {"base"}
     assert "Recorded: reference 16 of 16" in status and "You chose the base policy's rewrite" in status
-    assert len(context.splitlines()) == 16  # the context shown grew with every reference
+    assert len(context.splitlines()) == 8  # the context shown: the 8 most recent references (context_references)
     assert all(r.startswith("http://127.0.0.1:") for r in requests)  # nothing fetched from elsewhere
     proc = subprocess.run(
         [sys.executable, "-m", "pig.cli", "users", "--users_dir", str(users), "--runs_dir", str(runs), "--json"],

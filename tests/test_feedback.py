@@ -46,7 +46,7 @@ def test_pairs_and_choices_without_an_adapter(tiny_models, demo_user_copy, tmp_p
     record = session.record(pair.pair_id, "right")
     assert (record.reference, record.references, record.duplicate) == (8, 9, False)
     assert session.pig.reasoner.calls == [1]  # only the new reference went through the reasoner
-    assert len(session.context_texts()) == 9
+    assert len(session.context_texts()) == 8  # context_references: the 8 most recent references, the new one last
 
     user = load_user(str(demo_user_copy))
     assert user.references[8].prompt == "a gem"
