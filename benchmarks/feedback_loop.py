@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--oneshot", default="auto", help="The one-shot adapter to compare with (auto, none, a path).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench/feedback")
+    parser.add_argument("--overwrite", action="store_true", help="Replace the simulated users and runs of --out.")
     parser.add_argument("--config", default=None, help="Training config (default: configs/cpu.yaml's values).")
     args = parser.parse_args(argv)
     args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
@@ -150,6 +151,8 @@ def simulate(args, kind: str, taste, out: Path) -> dict:
     users_dir, runs_dir = out / kind / "users", out / kind / "runs"
     for folder in (users_dir, runs_dir):
         if folder.exists():
+            if not args.overwrite:
+                raise SystemExit(f"{folder} exists (an earlier run of this benchmark): pass --overwrite or --out.")
             shutil.rmtree(folder)
     user_id = f"sim-{kind}"
     user_dir = users_dir / user_id
