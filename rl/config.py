@@ -312,6 +312,9 @@ class PigArguments:
             raise ConfigError(f"repetition_weight must be >= 0, got {self.repetition_weight}.")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be 0 (automatic) or positive, got {self.torch_threads}.")
+        for name in ("context_references", "lora_top_layers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (all) or positive, got {getattr(self, name)}.")
         if self.compare_to not in COMPARE_TO:
             raise ConfigError(f"compare_to must be one of {COMPARE_TO}, got {self.compare_to!r}.")
         if not 0.0 <= self.max_undecided_fraction <= 1.0:
