@@ -101,11 +101,11 @@ def click(taste, proposal) -> str:
     return "left" if left > right else "right"
 
 
-def pig_args_for(user_dir: Path, users_dir: Path, runs_dir: Path, config: str | None, extra: list[str] = ()):
+def pig_args_for(user_dir: Path, users_dir: Path, runs_dir: Path, config: str | None):
     from policy_eval.evaluate_policy import parse_dataclasses
     from rl.config import PigArguments
 
-    argv = ["--user", str(user_dir), "--users_dir", str(users_dir), "--runs_dir", str(runs_dir), *extra]
+    argv = ["--user", str(user_dir), "--users_dir", str(users_dir), "--runs_dir", str(runs_dir)]
     return parse_dataclasses((PigArguments,), argv + (["--config", config] if config else []))[0]
 
 
