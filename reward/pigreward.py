@@ -38,6 +38,11 @@ class JudgeSettings:
         context_references: build a user's context from their most recent N references only (0: all of them).
             Choices made on the page are appended, so a window follows a taste that moves, and keeps the context as
             long as the judge was trained to read.
+        context_nearest: judge each prompt under the N rationales whose choices' prompts are nearest to it (cosine
+            similarity of sentence embeddings; 0: under the whole context). A taste that depends on what is drawn
+            (warm light for landscapes, cool for products) then reaches the judge as the one taste of the choices
+            that resemble the judged prompt, which a judge reads far better than a context whose rationales disagree
+            by subject. Needs the PIGReward's `prompt_embedder`.
     """
 
     mode: str = "cot"
@@ -48,12 +53,15 @@ class JudgeSettings:
         default_factory=lambda: GenerationSettings(max_new_tokens=320, stop_after_verdict=True)
     )
     context_references: int = 0
+    context_nearest: int = 0
 
     def __post_init__(self):
         if self.mode not in ("cot", "score"):
             raise ValueError(f"judge mode must be 'cot' or 'score', got {self.mode!r}.")
         if self.context_references < 0:
             raise ValueError(f"context_references must be >= 0 (0: all), got {self.context_references}.")
+        if self.context_nearest < 0:
+            raise ValueError(f"context_nearest must be >= 0 (0: the whole context), got {self.context_nearest}.")
 
 
 @dataclass
@@ -120,6 +128,8 @@ class PIGReward:
         settings: [`JudgeSettings`].
         reasoner_generation: generation settings for rationales.
         cache_dir: where user contexts are cached (`<cache_dir>/<user>/context/<key>.json`).
+        prompt_embedder: a `reward.similarity.TextEmbedder` (or anything with `embed(texts)` returning normalised
+            rows), for `settings.context_nearest`.
     """
 
     def __init__(
@@ -131,7 +141,15 @@ class PIGReward:
         settings: JudgeSettings | None = None,
         reasoner_generation: GenerationSettings | None = None,
         cache_dir: str | Path = "runs",
+        prompt_embedder=None,
     ):
+        if settings is not None and settings.context_nearest and prompt_embedder is None:
+            raise ValueError(
+                "JudgeSettings.context_nearest selects rationales by prompt similarity, so PIGReward needs a "
+                "prompt_embedder (e.g. reward.similarity.TextEmbedder('sentence-transformers/all-MiniLM-L6-v2'))."
+            )
+        self.prompt_embedder = prompt_embedder
+        self._embedded: dict[str, object] = {}
         self.judge = judge
         self.reasoner = reasoner
         self.settings = settings or JudgeSettings()
@@ -254,12 +272,11 @@ class PIGReward:
         """
         if not (len(prompts) == len(images_1) == len(images_2)):
             raise ValueError(f"judge_pairs got {len(prompts)} prompts, {len(images_1)} and {len(images_2)} images.")
-        rationales = context.texts if isinstance(context, ctx.UserContext) else list(context or [])
-        context_text = format_context(rationales)
+        contexts = self.contexts_for(prompts, context)
         raw = None if references is None else [(r.prompt, r.chosen, r.rejected) for r in references]
         conversations = [
-            build_messages(self.judge_template, p, (a, b), context_text, references=raw)
-            for p, a, b in zip(prompts, images_1, images_2)
+            build_messages(self.judge_template, p, (a, b), c, references=raw)
+            for p, a, b, c in zip(prompts, images_1, images_2, contexts)
         ]
         if self.settings.mode == "score":
             probs = self.judge.choice_probabilities(
@@ -294,6 +311,32 @@ class PIGReward:
             verdict.text = text
         self.metrics.record_statuses(verdicts)
         return verdicts
+
+    def contexts_for(self, prompts: list[str], context: ctx.UserContext | list[str] | None) -> list[str]:
+        """The context block each prompt is judged under: the whole context, or with `settings.context_nearest` the
+        rationales (in the context's order) of the N choices whose prompts are nearest to that prompt. A plain list
+        of rationale texts carries no prompts, so it is always used whole."""
+        if not isinstance(context, ctx.UserContext):
+            return [format_context(list(context or []))] * len(prompts)
+        k = self.settings.context_nearest
+        if not k or len(context.rationales) <= k:
+            return [format_context(context.texts)] * len(prompts)
+        chosen = self.nearest_rationales(prompts, context.rationales, k)
+        return [format_context([context.rationales[i].text for i in rows]) for rows in chosen]
+
+    def nearest_rationales(self, prompts: list[str], rationales: list[ctx.Rationale], k: int) -> list[list[int]]:
+        """For each prompt, the indices (ascending) of the `k` rationales whose choices' prompts are most similar."""
+        import torch
+
+        texts = sorted({*prompts, *(r.prompt for r in rationales)} - self._embedded.keys())
+        if texts:
+            self._embedded.update(zip(texts, self.prompt_embedder.embed(texts).float().cpu()))
+        if len(self._embedded) > 50_000:  # prompts of a long run: keep the cache bounded
+            self._embedded = {t: self._embedded[t] for t in {*prompts, *(r.prompt for r in rationales)}}
+        judged = torch.stack([self._embedded[p] for p in prompts])
+        choices = torch.stack([self._embedded[r.prompt] for r in rationales])
+        top = (judged @ choices.T).topk(k, dim=1).indices
+        return [sorted(row.tolist()) for row in top]
 
     def _counted(self, verdict: Verdict | ScoreVerdict) -> float | None:
         if self.settings.strict and verdict.status != "ok":

@@ -196,6 +196,14 @@ class PigArguments:
             "are appended, so a window follows a taste that moves."
         },
     )
+    context_nearest: int = field(
+        default=0,
+        metadata={
+            "help": "Judge each prompt under the N rationales whose choices' prompts are nearest to it (by the "
+            "fidelity embedder; 0: the whole context): a taste that depends on what is drawn reaches the judge as "
+            "one taste."
+        },
+    )
     judge_batch_size: int = field(
         default=_cpu("judge_batch_size"), metadata={"help": "Judge conversations per forward/generate call."}
     )
@@ -312,7 +320,7 @@ class PigArguments:
             raise ConfigError(f"repetition_weight must be >= 0, got {self.repetition_weight}.")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be 0 (automatic) or positive, got {self.torch_threads}.")
-        for name in ("context_references", "lora_top_layers"):
+        for name in ("context_references", "context_nearest", "lora_top_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (all) or positive, got {getattr(self, name)}.")
         if self.compare_to not in COMPARE_TO:

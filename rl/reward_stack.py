@@ -34,14 +34,14 @@ def build_reward_stack(args: PigArguments, user, device: str, state):
 
     Returns (pig, context, renderer, embedder); shared by training and `policy_eval/evaluate_policy.py`.
     """
-    pig = build_pigreward(args, device)
+    renderer, embedder = _renderer_and_embedder(args, device)
+    pig = build_pigreward(args, device, embedder)
     with state.main_process_first():  # the main process builds the context; the others then read its cache
         context = pig.build_context(user, rebuild=args.rebuild_context and state.is_main_process)
     if state.is_main_process:
         print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id}):")
         for r in context.rationales:
             print(f"  {r.reference_index}. {r.text}")
-    renderer, embedder = _renderer_and_embedder(args, device)
     return pig, context, renderer, embedder
 
 
@@ -50,7 +50,8 @@ def build_population_stack(args: PigArguments, users: list, device: str, state):
 
     Returns (pig, {user_id: context}, renderer, embedder).
     """
-    pig = build_pigreward(args, device)
+    renderer, embedder = _renderer_and_embedder(args, device)
+    pig = build_pigreward(args, device, embedder)
     began, contexts = time.perf_counter(), {}
     with state.main_process_first():  # the main process builds the contexts; the others then read its cache
         for user in users:
@@ -64,7 +65,6 @@ def build_population_stack(args: PigArguments, users: list, device: str, state):
         )
         for r in first.rationales:
             print(f"  {first.user_id} {r.reference_index}. {r.text}")
-    renderer, embedder = _renderer_and_embedder(args, device)
     return pig, contexts, renderer, embedder
 
 
@@ -75,10 +75,18 @@ def _renderer_and_embedder(args: PigArguments, device: str):
     return Renderer.from_args(args, device), TextEmbedder(args.fidelity_model, device=device)
 
 
-def build_pigreward(args: PigArguments, device: str):
-    """The frozen PIGReward (judge and reasoner) that `args` configure, with contexts cached under `runs_dir`."""
+def build_pigreward(args: PigArguments, device: str, embedder=None):
+    """The frozen PIGReward (judge and reasoner) that `args` configure, with contexts cached under `runs_dir`.
+
+    `embedder`: the fidelity embedder, which also picks each prompt's nearest rationales (`context_nearest`); loaded
+    here when that is set and none is given."""
     from reward.backends import GenerationSettings
     from reward.pigreward import JudgeSettings, PIGReward
+
+    if args.context_nearest and embedder is None:
+        from reward.similarity import TextEmbedder
+
+        embedder = TextEmbedder(args.fidelity_model, device=device)
 
     return PIGReward.from_names(
         judge=args.judge_model,
@@ -104,6 +112,8 @@ def build_pigreward(args: PigArguments, device: str):
                 stop_after_verdict=True,
             ),
             context_references=args.context_references,
+            context_nearest=args.context_nearest,
         ),
         cache_dir=args.runs_dir,
+        prompt_embedder=embedder,
     )

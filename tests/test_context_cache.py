@@ -133,3 +133,59 @@ def test_a_context_window_reads_the_most_recent_references(backend, tmp_path, de
     assert second.key == pig.context_key(load_user(str(demo_user_copy))) != first.key
     with pytest.raises(ValueError, match="context_references"):
         JudgeSettings(context_references=-1)
+
+
+class RecordingJudge:
+    """Wraps the tiny judge backend, keeping the conversations it was asked to judge."""
+
+    def __init__(self, backend):
+        self.backend, self.conversations = backend, []
+        self.model_id = backend.model_id
+
+    def generate(self, conversations, settings):
+        self.conversations.extend(conversations)
+        return self.backend.generate(conversations, settings)
+
+
+def test_context_nearest_judges_each_prompt_under_the_rationales_of_its_nearest_choices(backend, tiny_models):
+    """`context_nearest: K` gives each judged prompt the K rationales whose choices' prompts are nearest to it (real
+    MiniLM embeddings), in the context's order, so a taste that depends on the subject reaches the judge as one."""
+    from reward.pigreward import JudgeSettings
+    from reward.similarity import TextEmbedder
+
+    context = ctx.UserContext(
+        "u",
+        [
+            ctx.Rationale(0, "a sun over the hills", "warm for the sun"),
+            ctx.Rationale(1, "a cardboard box", "cool for the box"),
+            ctx.Rationale(2, "a full moon at night", "warm for the moon"),
+            ctx.Rationale(3, "a wooden house", "cool for the house"),
+        ],
+        "m",
+        "t",
+        "h",
+        {},
+        0.0,
+        0.0,
+    )
+    judge = RecordingJudge(backend)
+    settings = JudgeSettings(context_nearest=2, generation=GenerationSettings(max_new_tokens=8))
+    pig = PIGReward(judge, backend, settings=settings, prompt_embedder=TextEmbedder(tiny_models["minilm"]))
+    assert pig.nearest_rationales(["the sun and the moon", "an old house", "a box"], context.rationales, 2) == [
+        [0, 2],
+        [1, 3],
+        [1, 3],
+    ]
+    image = Image.new("RGB", (32, 32), (200, 90, 40))
+    pig.judge_pairs(["the sun and the moon", "an old house"], [image] * 2, [image] * 2, context)
+    texts = [str(c) for c in judge.conversations]
+    assert "warm for the sun" in texts[0] and "warm for the moon" in texts[0] and "cool for" not in texts[0]
+    assert "cool for the box" in texts[1] and "cool for the house" in texts[1] and "warm for" not in texts[1]
+    # a plain list of rationales carries no prompts: used whole; a context no longer than K is used whole
+    assert pig.contexts_for(["a box"], ["one", "two", "three"])[0].count("\n") == 2
+    whole = PIGReward(judge, backend, settings=JudgeSettings(context_nearest=4), prompt_embedder=pig.prompt_embedder)
+    assert whole.contexts_for(["a box"], context)[0].count("\n") == 3
+    with pytest.raises(ValueError, match="prompt_embedder"):
+        PIGReward(judge, backend, settings=JudgeSettings(context_nearest=2))
+    with pytest.raises(ValueError, match="context_nearest"):
+        JudgeSettings(context_nearest=-1)

@@ -96,7 +96,7 @@ def test_lora_top_layers_puts_the_lora_on_the_top_layers_only(tiny_models):
         top_layers_only(LoraConfig(r=4, target_modules=["q_proj"]), policy, total + 1)
 
 
-@pytest.mark.parametrize("name", ["context_references", "lora_top_layers"])
+@pytest.mark.parametrize("name", ["context_references", "context_nearest", "lora_top_layers"])
 def test_negative_windows_are_config_errors(name):
     """A negative `context_references` or `lora_top_layers` is refused where the config is read, naming the key."""
     from common.errors import ConfigError
