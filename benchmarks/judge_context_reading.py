@@ -5,6 +5,7 @@ votes for that axis's poles are set by hand, and under a user's own context with
     python benchmarks/judge_context_reading.py --axis light --counts 3-1,2-1
     python benchmarks/judge_context_reading.py --user frost --users_dir runs/users   # also frost's own context
     python benchmarks/judge_context_reading.py --user tidepool --splits 2-2,3-3      # per subject group
+    python benchmarks/judge_context_reading.py --user tidepool --nearest 3 --counts ""   # nearest rationales only
 
 Each row is the judge's mean preference (both orders) for the image of the first pole over the same scene drawn with
 the second (`--pairs` subjects and seeds). The teacher the judge was distilled from (`oracle.read_context`) takes a
@@ -16,7 +17,9 @@ Subject-dependent tastes: with `--splits` (or a `--user` whose context the teach
 row is reported per subject group (`world.SUBJECT_GROUPS`: pairs of round subjects, pairs of angular ones), and
 `--splits 2-2,3-3` adds contexts of n rationales about round subjects for the first pole and n about angular ones for
 the second (each naming its group, as the reasoner writes them), and the reverse: a judge that follows such a context
-prefers the first pole on round subjects and the second on angular ones.
+prefers the first pole on round subjects and the second on angular ones. `--nearest K` adds rows for the user's own
+context with each pair judged under the K rationales whose choices' prompts are nearest to its prompt
+(`JudgeSettings.context_nearest`, by the MiniLM embedder of `--embedder`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         help="Subject-dependent contexts: 'n-m' = n round rationales for the first pole, m "
         "angular ones for the second (and the reverse); rows are then reported per subject group.",
     )
+    parser.add_argument(
+        "--nearest", default="", help="With --user: also judge under each prompt's K nearest rationales (e.g. '2,3')."
+    )
+    parser.add_argument("--embedder", default=".models/all-MiniLM-L6-v2", help="Sentence encoder for --nearest.")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     free = [a for a in world.AXES if a != args.axis]  # the axes a pair's two images share
     other = free[0]  # the axis the filler rationales are about
 
-    def preference(context: list[str], group: str | None = None) -> float:
+    def preference(context, group: str | None = None, judge=pig) -> float:
         rng = np.random.default_rng(0)
         subjects = [s for s in world.SUBJECTS if group is None or world.subject_group(s) == group]
         prompts, images_a, images_b = [], [], []
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             prompts.append(f"a {subject}")
             images_a.append(a)
             images_b.append(b)
-        verdicts = pig.compare(prompts, images_a, images_b, list(context))
+        verdicts = judge.compare(prompts, images_a, images_b, context)
         values = [0.5 if v.preference is None else v.preference for v in verdicts]
         return sum(values) / len(values)
 
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(1)
     pick = lambda pole_axis, pole: oracle._RATIONALES[(pole_axis, pole)][int(rng.integers(2))]  # noqa: E731
     print(f"{args.pairs} pairs that differ only in {args.axis} ({first} vs {second}); model {args.model}")
-    for count in args.counts.split(","):
+    for count in filter(None, args.counts.split(",")):
         n_first, n_second = (int(x) for x in count.split("-"))
         context = [pick(args.axis, first) for _ in range(n_first)] + [pick(args.axis, second) for _ in range(n_second)]
         context += [pick(other, world.AXES[other][0]) for _ in range(args.filler)]
@@ -124,6 +131,36 @@ def main(argv: list[str] | None = None) -> None:
         row("  first sentence of each rationale only", [s[0] for s in sentences])
         row("  first half of the rationales", rationales[: len(rationales) // 2])
         row("  second half of the rationales", rationales[len(rationales) // 2 :])
+        if args.nearest:
+            nearest_rows(
+                pig, user, [int(k) for k in args.nearest.split(",")], args.embedder, preference, first, args.axis
+            )
+
+
+def nearest_rows(pig, user, ks: list[int], embedder: str, preference, first: str, axis: str) -> None:
+    """The user's own context, each pair judged under its prompt's K nearest rationales, per subject group; the
+    teacher's reading is of the rationales chosen for that group's first subject."""
+    import dataclasses
+
+    from localmodels import oracle, world
+    from reward.pigreward import PIGReward
+    from reward.similarity import TextEmbedder
+
+    context = pig.build_context(user)
+    encoder = TextEmbedder(embedder)
+    for k in ks:
+        settings = dataclasses.replace(pig.settings, context_nearest=k)
+        nearest = PIGReward(pig.judge, pig.reasoner, settings=settings, prompt_embedder=encoder)
+        for group in world.SUBJECT_GROUPS:
+            subject = next(s for s in world.SUBJECTS if world.subject_group(s) == group)
+            rows = nearest.nearest_rationales([f"a {subject}"], context.rationales, k)[0]
+            teacher = oracle.read_context([context.rationales[i].text for i in rows], subject).get(axis, "-")
+            label = f"{user.user_id}'s {k} nearest rationales, {group} subjects"
+            print(
+                f"{label:58} teacher reads {teacher:7} judge prefers {first} "
+                f"{preference(context, group, judge=nearest):.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
