@@ -45,7 +45,7 @@ RECIPES = {
     "smollm2-rewriter": "generic-rewriter-sft-v1",
     "all-MiniLM-L6-v2": "wheel-link-v1",
     "tiny-sd": "toy-world-renderer-v3-edge-vae-refined",
-    "tiny-pigreward": "toy-world-distilled-v5-subject-groups",
+    "tiny-pigreward": "toy-world-distilled-v7-nearest-contexts",
     "tiny-random": "random-v1",
     "tiny-clip": "toy-world-clip-v1",
 }
@@ -61,6 +61,7 @@ CHECKS = {
         "cot_agreement_with_teacher",
         "user_accuracy_with_own_context",
         "user_accuracy_without_context",
+        "split_user_accuracy_with_two_same_group_rationales",
     ),
     "tiny-clip": ("final_loss", "image_to_caption_top1_of_256"),
 }

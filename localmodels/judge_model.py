@@ -57,6 +57,11 @@ PATCH, MERGE = 8, 2
 TASKS = {"judge_cot": 0.5, "judge_score": 0.2, "reasoner": 0.3}
 P_SPLIT = 0.3
 """Share of the distillation's users whose taste on one axis depends on the subject's group (recipe v5)."""
+P_NEAREST = 0.25
+"""Share of judge examples whose context is a short one, as `JudgeSettings.context_nearest` picks (recipe v7)."""
+NEAREST_SAME_GROUP = 0.8
+"""Chance that each rationale of such a context is about a subject of the judged subject's group: about what MiniLM's
+nearest prompts give on the sandbox users' references (0.80 of the two nearest for tidepool, 0.74 for gallery)."""
 
 
 # ---------------------------------------------------------------------------------------------------- examples
@@ -79,6 +84,21 @@ def sample_user_context(user: oracle.SyntheticUser, rng, n_refs: int | None = No
     return rationales
 
 
+def sample_nearest_context(user: oracle.SyntheticUser, rng, subject: str) -> list[str]:
+    """Teacher rationales for one to three of the user's references whose subjects mostly share `subject`'s group:
+    the context `JudgeSettings.context_nearest` gives the judge (the rationales of the choices nearest the prompt).
+    A subject-dependent user's short context then shows one taste, the one for `subject`'s kind of subject."""
+    group = world.subject_group(subject)
+    rationales = []
+    for _ in range(int(rng.integers(1, 4))):
+        same = rng.random() < NEAREST_SAME_GROUP
+        pool = [s for s in world.SUBJECTS if (world.subject_group(s) == group) == same]
+        ref_subject = pool[int(rng.integers(len(pool)))]
+        _, chosen, rejected, scene, _ = oracle.make_reference(user, rng, IMAGE_SIZE, subject=ref_subject)
+        rationales.append(oracle.teacher_rationale(chosen, rejected, rng, scene.subject))
+    return rationales
+
+
 def _pair_images(rng, subject: str) -> tuple[Image.Image, Image.Image]:
     scenes = [world.sample_scene(rng) for _ in range(2)]
     return tuple(
@@ -93,7 +113,11 @@ def _prompt_for(subject: str, rng, p_style: float) -> str:
 
 
 def make_examples(
-    n: int, seed: int, extra_images: list[tuple[str, Image.Image]] | None = None, p_split: float = P_SPLIT
+    n: int,
+    seed: int,
+    extra_images: list[tuple[str, Image.Image]] | None = None,
+    p_split: float = P_SPLIT,
+    p_nearest: float = P_NEAREST,
 ) -> list[dict]:
     """`n` training examples `{"task", "messages", "answer"}` mixed by `TASKS`, deterministic in `seed`.
 
@@ -105,6 +129,8 @@ def make_examples(
             mixed into judge pairs, so the judge also sees the kind of images it will be asked about; the teacher
             labels them from pixels like any other image. A pair is two images of the same subject.
         p_split: share of users whose taste on one axis depends on the subject's group.
+        p_nearest: share of judge examples whose context is one to three rationales mostly about the judged
+            subject's kind (`sample_nearest_context`), as `JudgeSettings.context_nearest` gives the judge.
     """
     rng = np.random.default_rng(seed)
     templates = {
@@ -124,8 +150,14 @@ def make_examples(
             messages = build_messages(templates[task], prompt, (chosen, rejected))
             answer = oracle.teacher_rationale(chosen, rejected, rng, scene.subject)
         else:
-            rationales = [] if rng.random() < 0.1 else sample_user_context(user, rng)
             subject = list(world.SUBJECTS)[int(rng.integers(len(world.SUBJECTS)))]
+            draw = rng.random()
+            if draw < 0.1:
+                rationales = []
+            elif draw < 0.1 + p_nearest:
+                rationales = sample_nearest_context(user, rng, subject)
+            else:
+                rationales = sample_user_context(user, rng)
             image_1, image_2 = _pair_images(rng, subject)
             if len(pools.get(subject, [])) >= 2 and rng.random() < 0.4:
                 picks = rng.choice(len(pools[subject]), size=2, replace=False)
@@ -508,6 +540,19 @@ def evaluate(model_dir: str, n: int = 48, seed: int = 1) -> dict:
             )
             if kept
             else None,
+            # What `context_nearest: 2` gives the judge when the nearest choices are of the judged kind of subject:
+            # the last two rationales about that group (recipe v7 teaches such short contexts).
+            "split_user_accuracy_with_two_same_group_rationales": accuracy(
+                [
+                    [t for t, (*_, scene, _) in zip(c, refs_) if world.subject_group(scene.subject) == group][-2:]
+                    for c, refs_, group in zip(
+                        split_contexts, split_refs, (world.subject_group(t[3].subject) for t in split_tests)
+                    )
+                ],
+                split_tests,
+                split_flips,
+            ),
+            "user_accuracy_with_two_rationales": accuracy([c[-2:] for c in own], tests, flips),
             "example_verdict": texts[0],
             "example_rationale": rationale_texts[0],
         }

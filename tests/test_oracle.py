@@ -253,3 +253,27 @@ def test_distillation_examples_teach_subject_dependent_contexts():
     rationales = [e["answer"] for e in examples if e["task"] == "reasoner"]
     assert rationales and all(oracle.rationale_group(r) in ("round", "angular") for r in rationales)
     assert make_examples(60, seed=5, p_split=0.0) != make_examples(60, seed=5)  # the split users are drawn in
+
+
+def test_distillation_examples_teach_short_contexts_about_the_judged_kind_of_subject():
+    """Recipe v7: a short context (one to three rationales, mostly about the judged subject's group, as
+    `context_nearest` picks them) of a subject-dependent user reads as the taste for that group."""
+    import numpy as np
+
+    from localmodels import world
+    from localmodels.judge_model import make_examples, sample_nearest_context
+
+    rng = np.random.default_rng(0)
+    user = oracle.SyntheticUser(
+        prefs={}, weights={"palette": 1.0}, by_subject={"palette": {"round": "warm", "angular": "cool"}}
+    )
+    readings = {"sun": [], "house": []}
+    for subject in readings:
+        assert world.subject_group("sun") == "round" and world.subject_group("house") == "angular"
+        for _ in range(40):
+            context = sample_nearest_context(user, rng, subject)
+            assert 1 <= len(context) <= 3
+            readings[subject].append(oracle.read_context(context, subject).get("palette"))
+    assert readings["sun"].count("warm") > 0.6 * 40 and readings["sun"].count("cool") < 0.2 * 40
+    assert readings["house"].count("cool") > 0.6 * 40 and readings["house"].count("warm") < 0.2 * 40
+    assert make_examples(60, seed=5, p_nearest=0.0) != make_examples(60, seed=5)  # the short contexts are drawn in
