@@ -464,7 +464,8 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
 
     # 0. The user's context (and the control's), built once by the configured reasoner and cached: the judge reads
     # it, and a context-conditioned policy reads its rationales, as in training.
-    pig = build_pigreward(pig_args, device) if eval_args.judge or reads_context else None
+    embedder = TextEmbedder(pig_args.fidelity_model, device=device)  # fidelity, and the judge's context_nearest
+    pig = build_pigreward(pig_args, device, embedder) if eval_args.judge or reads_context else None
     context = pig.build_context(user, rebuild=pig_args.rebuild_context) if pig is not None else None
     if context is not None:
         print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id})")
@@ -516,7 +517,7 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
         free_accelerator_memory()
 
     # 2. Render every distinct (text, seed) of all blocks once.
-    renderer, embedder = Renderer.from_args(pig_args, device), TextEmbedder(pig_args.fidelity_model, device=device)
+    renderer = Renderer.from_args(pig_args, device)
     seeds = {name: image_seeds(eval_args.eval_seed, prompts, k) for name, prompts in sets.items()}
     all_pairs = {
         (name, decoding, a, b): image_pairs(sets[name], t[a], t[b], seeds[name])
