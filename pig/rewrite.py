@@ -68,9 +68,24 @@ def resolve_for_user(args) -> tuple[Path, list[str] | None, list[str]]:
             f"The adapter {adapter} reads the user's context: pass --user U (their context is read from the cache "
             "or built) or --context FILE."
         )
-    texts, where = user_context(args, info.context_source)
-    notes.append(f"context: {len(texts)} rationales of {runs_key(args.user, args.users_dir)} ({where})")
-    return adapter, texts, notes
+    context, where = user_context(args, info.context_source)
+    notes.append(f"context: {len(context.rationales)} rationales of {runs_key(args.user, args.users_dir)} ({where})")
+    if not info.context_nearest:
+        return adapter, context.texts, notes
+    notes.append(f"the adapter reads the {info.context_nearest} rationales nearest each prompt, as it was trained")
+    return adapter, nearest_reader(context, info), notes
+
+
+def nearest_reader(context, info):
+    """For an adapter trained with `--context_nearest K`: a function from prompts to each prompt's K nearest
+    rationales (`reward.context.NearestRationales`, with the prompt embedder the run used)."""
+    from reward import context as ctx
+    from reward.similarity import TextEmbedder
+    from rl.config import PigArguments
+
+    embedder = info.context_source.get("prompt_embedder") or PigArguments.fidelity_model
+    selector = ctx.NearestRationales(TextEmbedder(embedder))
+    return lambda prompts: selector.select(prompts, context, info.context_nearest)
 
 
 def runs_key(user: str, users_dir: str | Path) -> str:
@@ -80,8 +95,8 @@ def runs_key(user: str, users_dir: str | Path) -> str:
     return user if "/" not in user and not user.endswith(".json") else user_id_of(user, users_dir)
 
 
-def user_context(args, source: dict) -> tuple[list[str], str]:
-    """The user's rationales for a context-conditioned adapter, and where they came from.
+def user_context(args, source: dict):
+    """The user's context (`reward.context.UserContext`) for a context-conditioned adapter, and where it came from.
 
     The context the adapter's own reasoner (`source`, recorded at training) cached for the user's current references,
     else one built now (with `--reasoner_model`, or the recorded reasoner's folder) and cached.
@@ -107,7 +122,7 @@ def user_context(args, source: dict) -> tuple[list[str], str]:
         path = ctx.context_path(args.runs_dir, user.user_id, key)
         cached = ctx.load_cached(path, key)
         if cached is not None:
-            return cached.texts, f"cached {path}"
+            return cached, f"cached {path}"
     model = args.reasoner_model or (recorded.rsplit("@", 1)[0] if recorded else None)
     if not model:
         raise PigError(
@@ -130,7 +145,7 @@ def user_context(args, source: dict) -> tuple[list[str], str]:
     )
     if recorded and context.model_id != recorded:
         where += f"; the adapter was trained on contexts by {recorded}"
-    return context.texts, where
+    return context, where
 
 
 def template_named(template_id: str) -> str:

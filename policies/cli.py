@@ -111,7 +111,11 @@ def cmd_rewrite(argv: list[str], resolve=None) -> int:
             {"prompt": p, "rewrite": r, **({"base_rewrite": b} if base else {})}
             for p, r, b in zip(args.prompts, rewrites, base or [None] * len(rewrites))
         ]
-        info = {"adapter": str(adapter), "context_rationales": None if context is None else len(context)}
+        # how many rationales the policy read (a list per prompt when it reads those nearest each prompt)
+        read = context(args.prompts) if callable(context) else context
+        info = {"adapter": str(adapter), "context_rationales": None if read is None else len(read)}
+        if callable(context):
+            info["context_rationales"] = [len(texts) for texts in read]
         print(json.dumps({**info, "notes": notes, "rewrites": rows}, indent=2, ensure_ascii=False))
         return 0
     print(f"adapter: {adapter}")

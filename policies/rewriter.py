@@ -75,6 +75,20 @@ def build_chat(prompt: str, system_prompt: str = SYSTEM_PROMPT, few_shot=(), con
     return messages + [{"role": "user", "content": prompt}]
 
 
+def per_prompt_contexts(context, n: int) -> list:
+    """`context` for each of `n` prompts: None (no context), one user's rationales (a list of str, the same for every
+    prompt), or already one list of rationales per prompt (a policy that reads the rationales nearest each prompt,
+    `AdapterInfo.context_nearest`)."""
+    if context is None or isinstance(context, str) or not context or all(isinstance(c, str) for c in context):
+        return [context] * n
+    if len(context) != n or not all(isinstance(c, list) for c in context):
+        raise ValueError(
+            "context is one user's rationales (a list of str) or one list of rationales per prompt; got "
+            f"{len(context)} entries for {n} prompts."
+        )
+    return list(context)
+
+
 def extract_rewrite(completion: str, max_chars: int = 300) -> str:
     """The rewritten prompt inside a policy answer: first non-empty line, without a "Prompt:" label or quotes.
 
@@ -120,6 +134,9 @@ class AdapterInfo:
     # trained on were built (reasoner model, template, generation settings): serve it with contexts built that way.
     context_format: str | None = None
     context_source: dict = field(default_factory=dict)
+    # With K > 0 the policy read, for each prompt, only the rationales of the user's K choices whose prompts are
+    # nearest to it (MiniLM cosine, the ones the judge read: `--context_nearest K`): serve it the same way.
+    context_nearest: int = 0
 
     @property
     def needs_context(self) -> bool:
@@ -279,9 +296,9 @@ def generate_completions(
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
     texts = [
         tokenizer.apply_chat_template(
-            build_chat(p, system_prompt, few_shot, context), tokenize=False, add_generation_prompt=True
+            build_chat(p, system_prompt, few_shot, c), tokenize=False, add_generation_prompt=True
         )
-        for p in prompts
+        for p, c in zip(prompts, per_prompt_contexts(context, len(prompts)))
     ]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation appends on the right
     try:
@@ -385,7 +402,8 @@ class PromptRewriter:
         """One rewrite per prompt: greedy when `temperature` is 0, else sampled (seeded, reproducible).
 
         `context`: the user's rationales (list of str), required by a context-conditioned adapter (`needs_context`)
-        and refused by any other (its chat never held one).
+        and refused by any other (its chat never held one); or one list per prompt, or a function from the prompts
+        to that (an adapter that reads the rationales nearest each prompt, `AdapterInfo.context_nearest`).
 
         Raises:
             AdapterError: a context is missing, or given to an adapter that does not read one.
@@ -401,6 +419,8 @@ class PromptRewriter:
                 "This adapter was trained on the prompt alone (no context_format in its pig_adapter.json): serve it "
                 "without a context."
             )
+        if callable(context):
+            context = context(prompts)
         return self._rewrite(prompts, temperature, seed, repetition_penalty, no_repeat_ngram_size, context)
 
     def rewrite_base(self, prompts: list[str], **decoding) -> list[str]:

@@ -477,8 +477,16 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
             )
     control_contexts = {"other_context": None, "empty_context": []}
     if other is not None:
-        control_contexts["other_context"] = pig.build_context(other, rebuild=pig_args.rebuild_context).texts
+        control_contexts["other_context"] = pig.build_context(other, rebuild=pig_args.rebuild_context)
     policy_context = context if reads_context else None
+    reader = pig  # picks the rationales a policy trained with --context_nearest reads for each prompt
+
+    def read(policy_info, user_context, prompts):
+        """What a policy reads for `prompts`: nothing, or the rationales (per prompt) it was trained to read."""
+        if not policy_info.needs_context:
+            return None
+        return reader.rationales_for(prompts, user_context, policy_info.context_nearest)
+
     if not eval_args.judge:
         pig, context = None, None  # built only for the policy's contexts: nothing is judged
         free_accelerator_memory()
@@ -487,7 +495,6 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     # same model with the adapter disabled and the plain chat: the generic rewriter), by the controls (the adapter
     # with another context) and by the user's per-user adapter; the fixed-suffix baseline appends its one suffix to
     # every prompt. Every policy samples with the same seed.
-    own_context = policy_context.texts if info.needs_context else None
     rewriter = PromptRewriter(adapter, device=device)
     texts: dict[tuple[str, str], dict[str, list[list[str]]]] = {}
     for name, decoding in blocks:
@@ -495,12 +502,19 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
         n = samples if decoding == "sampled" else 1
         texts[name, decoding] = {
             "original": [[p] * n for p in prompts],
-            "adapter": rewrite_prompts(rewriter, prompts, decoding, samples, eval_args.eval_seed, own_context),
+            "adapter": rewrite_prompts(
+                rewriter, prompts, decoding, samples, eval_args.eval_seed, read(info, policy_context, prompts)
+            ),
             "base": rewrite_prompts(rewriter, prompts, decoding, samples, eval_args.eval_seed, base=True),
         }
         for control in controls:
             texts[name, decoding][control] = rewrite_prompts(
-                rewriter, prompts, decoding, samples, eval_args.eval_seed, control_contexts[control]
+                rewriter,
+                prompts,
+                decoding,
+                samples,
+                eval_args.eval_seed,
+                read(info, control_contexts[control], prompts),
             )
         if suffix is not None:
             texts[name, decoding]["suffix"] = [[apply_suffix(p, suffix)] * n for p in prompts]
@@ -508,10 +522,14 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     free_accelerator_memory()
     if against is not None:
         rewriter = PromptRewriter(against, device=device)
-        per_user_context = policy_context.texts if against_info.needs_context else None
         for name, decoding in blocks:
             texts[name, decoding]["per_user"] = rewrite_prompts(
-                rewriter, sets[name], decoding, samples, eval_args.eval_seed, per_user_context
+                rewriter,
+                sets[name],
+                decoding,
+                samples,
+                eval_args.eval_seed,
+                read(against_info, policy_context, sets[name]),
             )
         del rewriter
         free_accelerator_memory()

@@ -170,3 +170,49 @@ def load_rationale(path: Path, expected_key: str) -> str | None:
 def save_rationale(path: Path, key: str, text: str, prompt: str, model_id: str) -> None:
     record = {"key": key, "text": text, "prompt": prompt, "model_id": model_id, "created_at": time.time()}
     atomic_write_json(path, record)
+
+
+class NearestRationales:
+    """Picks, for each prompt, the rationales of the user's choices whose prompts are nearest to it.
+
+    A taste that depends on what is drawn (warm light for round subjects, cool for angular ones) is two tastes in one
+    context; read only the rationales about similar subjects, it is one. The judge reads contexts this way with
+    `--context_nearest K`, and so does a policy trained with it (`AdapterInfo.context_nearest`), in training and in
+    serving. Prompts are compared by cosine of `embedder.embed(texts)` (normalised rows, e.g.
+    `reward.similarity.TextEmbedder`); embeddings are cached.
+    """
+
+    MAX_CACHED = 50_000
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+        self._embedded: dict[str, object] = {}
+
+    def select(self, prompts: list[str], context, k: int) -> list[list[str]]:
+        """Each prompt's rationale texts: the whole context when `k` is 0 or the context has at most `k` rationales,
+        else the `k` whose choices' prompts are most similar (in the context's order). A plain list of rationale
+        texts carries no prompts, so it is always used whole."""
+        if not isinstance(context, UserContext):
+            return [list(context or [])] * len(prompts)
+        if not k or len(context.rationales) <= k:
+            return [context.texts] * len(prompts)
+        return [[context.rationales[i].text for i in rows] for rows in self.indices(prompts, context.rationales, k)]
+
+    def indices(self, prompts: list[str], rationales: list[Rationale], k: int) -> list[list[int]]:
+        """For each prompt, the indices (ascending) of the `k` rationales whose choices' prompts are most similar."""
+        import torch
+
+        if self.embedder is None:
+            raise ValueError(
+                f"Reading the {k} nearest rationales needs a prompt embedder (e.g. "
+                "reward.similarity.TextEmbedder('sentence-transformers/all-MiniLM-L6-v2'))."
+            )
+        texts = sorted({*prompts, *(r.prompt for r in rationales)} - self._embedded.keys())
+        if texts:
+            self._embedded.update(zip(texts, self.embedder.embed(texts).float().cpu()))
+        if len(self._embedded) > self.MAX_CACHED:  # prompts of a long run: keep the cache bounded
+            self._embedded = {t: self._embedded[t] for t in {*prompts, *(r.prompt for r in rationales)}}
+        judged = torch.stack([self._embedded[p] for p in prompts])
+        choices = torch.stack([self._embedded[r.prompt] for r in rationales])
+        top = (judged @ choices.T).topk(k, dim=1).indices
+        return [sorted(row.tolist()) for row in top]

@@ -149,7 +149,7 @@ class PIGReward:
                 "prompt_embedder (e.g. reward.similarity.TextEmbedder('sentence-transformers/all-MiniLM-L6-v2'))."
             )
         self.prompt_embedder = prompt_embedder
-        self._embedded: dict[str, object] = {}
+        self._nearest = ctx.NearestRationales(prompt_embedder)
         self.judge = judge
         self.reasoner = reasoner
         self.settings = settings or JudgeSettings()
@@ -316,27 +316,19 @@ class PIGReward:
         """The context block each prompt is judged under: the whole context, or with `settings.context_nearest` the
         rationales (in the context's order) of the N choices whose prompts are nearest to that prompt. A plain list
         of rationale texts carries no prompts, so it is always used whole."""
-        if not isinstance(context, ctx.UserContext):
-            return [format_context(list(context or []))] * len(prompts)
-        k = self.settings.context_nearest
-        if not k or len(context.rationales) <= k:
-            return [format_context(context.texts)] * len(prompts)
-        chosen = self.nearest_rationales(prompts, context.rationales, k)
-        return [format_context([context.rationales[i].text for i in rows]) for rows in chosen]
+        return [format_context(texts) for texts in self.rationales_for(prompts, context)]
+
+    def rationales_for(
+        self, prompts: list[str], context: ctx.UserContext | list[str] | None, k: int | None = None
+    ) -> list[list[str]]:
+        """The rationale texts each prompt is read with (`k` None: `settings.context_nearest`; 0: the whole context):
+        `reward.context.NearestRationales.select`, with this judge's prompt embedder. The judge reads these
+        (`contexts_for`), and so does a policy trained with `--context_nearest`."""
+        return self._nearest.select(prompts, context, self.settings.context_nearest if k is None else k)
 
     def nearest_rationales(self, prompts: list[str], rationales: list[ctx.Rationale], k: int) -> list[list[int]]:
         """For each prompt, the indices (ascending) of the `k` rationales whose choices' prompts are most similar."""
-        import torch
-
-        texts = sorted({*prompts, *(r.prompt for r in rationales)} - self._embedded.keys())
-        if texts:
-            self._embedded.update(zip(texts, self.prompt_embedder.embed(texts).float().cpu()))
-        if len(self._embedded) > 50_000:  # prompts of a long run: keep the cache bounded
-            self._embedded = {t: self._embedded[t] for t in {*prompts, *(r.prompt for r in rationales)}}
-        judged = torch.stack([self._embedded[p] for p in prompts])
-        choices = torch.stack([self._embedded[r.prompt] for r in rationales])
-        top = (judged @ choices.T).topk(k, dim=1).indices
-        return [sorted(row.tolist()) for row in top]
+        return self._nearest.indices(prompts, rationales, k)
 
     def _counted(self, verdict: Verdict | ScoreVerdict) -> float | None:
         if self.settings.strict and verdict.status != "ok":

@@ -278,6 +278,14 @@ class PigArguments:
     init_adapter: str | None = field(
         default=None, metadata={"help": "Continue training from this LoRA adapter folder instead of a fresh LoRA."}
     )
+    policy_reads_context: bool = field(
+        default=False,
+        metadata={
+            "help": "A per-user run whose policy also reads the user's context in its chat, as the population model "
+            "does; with --context_nearest N, for each prompt the N rationales the judge reads (a taste that depends "
+            "on what is drawn is then in the policy's input). The adapter is served with the user's context."
+        },
+    )
     lora_top_layers: int = field(
         default=_cpu("lora_top_layers"),
         metadata={

@@ -273,15 +273,17 @@ def build_trainer(args: PigArguments, training_args, model_args):
     # 3. The dataset: one conversational prompt per (user, training prompt); `original_prompt` and `user_id` reach
     # the reward as kwargs (the environment judges each group under its user's context). A context-conditioned
     # policy reads the user's context (the reasoner's rationales, as text) in its chat; nothing else of the user.
+    # With --context_nearest, each prompt's chat holds the rationales the judge reads for that prompt.
+    read = {u.user_id: pig.rationales_for(u.training_prompts, contexts[u.user_id]) for u in users if reads_context}
     dataset = Dataset.from_list(
         [
             {
-                "prompt": build_chat(p, context=contexts[u.user_id].texts if reads_context else None),
+                "prompt": build_chat(p, context=read[u.user_id][i] if reads_context else None),
                 "original_prompt": p,
                 "user_id": u.user_id,
             }
             for u in users
-            for p in u.training_prompts
+            for i, p in enumerate(u.training_prompts)
         ]
     )
 
@@ -336,7 +338,7 @@ def policy_reads_context(args: PigArguments) -> bool:
     `pig rewrite --user U` does)."""
     from policies.rewriter import ADAPTER_META, AdapterInfo
 
-    if args.population:
+    if args.population or args.policy_reads_context:
         return True
     if args.init_adapter and (Path(args.init_adapter) / ADAPTER_META).is_file():
         return AdapterInfo.load(args.init_adapter).needs_context
@@ -462,7 +464,9 @@ def _context_fields(args: PigArguments, out_dir: Path) -> dict:
         "reasoner_template": context["template_id"],
         "reasoner_generation": context["generation"],
     }
-    return {"context_format": CONTEXT_FORMAT, "context_source": source}
+    if args.context_nearest:  # the rationales nearest each prompt, picked by this embedder
+        source["prompt_embedder"] = args.fidelity_model
+    return {"context_format": CONTEXT_FORMAT, "context_source": source, "context_nearest": args.context_nearest}
 
 
 def _seen_fields(user, args: PigArguments) -> dict:

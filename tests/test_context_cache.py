@@ -189,3 +189,34 @@ def test_context_nearest_judges_each_prompt_under_the_rationales_of_its_nearest_
         PIGReward(judge, backend, settings=JudgeSettings(context_nearest=2))
     with pytest.raises(ValueError, match="context_nearest"):
         JudgeSettings(context_nearest=-1)
+
+
+def test_a_policy_reading_the_nearest_rationales_is_served_the_ones_it_was_trained_on(tiny_models, tmp_path):
+    """`pig rewrite` for an adapter trained with `--context_nearest 2` gives each prompt the rationales of its two
+    nearest choices (by the embedder the run recorded); a shared context stays shared; a per-prompt list must have
+    one entry per prompt."""
+    from pig.rewrite import nearest_reader
+    from policies.rewriter import AdapterInfo, build_chat, per_prompt_contexts
+
+    context = ctx.UserContext(
+        "u",
+        [
+            ctx.Rationale(0, "a sun over the hills", "warm for the sun"),
+            ctx.Rationale(1, "a cardboard box", "cool for the box"),
+            ctx.Rationale(2, "a full moon at night", "warm for the moon"),
+            ctx.Rationale(3, "a wooden house", "cool for the house"),
+        ],
+        "m",
+        "t",
+        "h",
+    )
+    info = AdapterInfo("u", "base", "Rewrite.", 8, context_format="rationales-v1", context_nearest=2)
+    info.context_source = {"prompt_embedder": tiny_models["minilm"]}
+    read = nearest_reader(context, info)(["the sun and the moon", "an old house"])
+    assert read == [["warm for the sun", "warm for the moon"], ["cool for the box", "cool for the house"]]
+    chats = [build_chat(p, context=c)[0]["content"] for p, c in zip(["x", "y"], per_prompt_contexts(read, 2))]
+    assert "warm for the moon" in chats[0] and "cool" not in chats[0] and "warm" not in chats[1]
+    assert per_prompt_contexts(["one", "two"], 3) == [["one", "two"]] * 3
+    assert per_prompt_contexts([], 2) == [[], []]
+    with pytest.raises(ValueError, match="3 entries for 2 prompts"):
+        per_prompt_contexts([["a"], ["b"], ["c"]], 2)

@@ -104,3 +104,32 @@ def test_negative_windows_are_config_errors(name):
 
     with pytest.raises(ConfigError, match=name):
         PigArguments(user="demo", **{name: -1})
+
+
+def test_a_policy_that_reads_the_nearest_rationales_sees_those_of_its_prompts_nearest_choices(tiny_models, tmp_path):
+    """`--policy_reads_context --context_nearest 2`: each training prompt's chat holds the rationales of the user's two
+    choices whose prompts are nearest to it (MiniLM cosine, computed here on its own), and the adapter will record
+    that it reads them (`context_nearest`, the embedder), so that serving picks the same ones."""
+    import os
+
+    from policies.rewriter import format_policy_context
+    from reward.similarity import TextEmbedder
+    from rl.checkpoint import read_state
+    from rl.train_policy import _context_fields, build_trainer, parse_args
+
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    argv = _tiny_argv(tiny_models, tmp_path, "--max_steps", "1", "--report_to", "none")
+    args, training_args, model_args = parse_args([*argv, "--policy_reads_context", "true", "--context_nearest", "2"])
+    trainer, user = build_trainer(args, training_args, model_args)
+    state = read_state(training_args.output_dir)["context"]
+    rationales = [(r["prompt"], r["text"]) for r in state["rationales"]]
+    embedder = TextEmbedder(tiny_models["minilm"])
+    choices = embedder.embed([p for p, _ in rationales])
+    rows = list(trainer.train_dataset)
+    assert [row["original_prompt"] for row in rows] == user.training_prompts
+    for row in rows:
+        system = row["prompt"][0]["content"]
+        nearest = (embedder.embed([row["original_prompt"]]) @ choices.T)[0].topk(2).indices.tolist()
+        assert system.endswith(format_policy_context([rationales[i][1] for i in sorted(nearest)]))
+    fields = _context_fields(args, training_args.output_dir)
+    assert fields["context_nearest"] == 2 and fields["context_source"]["prompt_embedder"] == tiny_models["minilm"]
