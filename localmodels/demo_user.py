@@ -231,10 +231,12 @@ def write_user(
     size: int = 64,
     description: str = "",
     prompts: list[str] | None = None,
+    focused: bool = False,
 ) -> dict:
     """Write `out/user.json` and `out/images/` for a synthetic user; returns the user.json content.
 
     Held-out pairs put the chosen image first or second at random (label 1 or 2), so "always Image 1" scores ~50%.
+    `focused`: every pair differs only on the user's own axes (`oracle.make_reference`).
     """
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -243,7 +245,7 @@ def write_user(
     subjects = oracle.balanced_subjects(n_references + n_heldout, rng) if taste.by_subject else None
     for i in range(n_references):
         subject = subjects[i] if subjects else None
-        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size, subject=subject)
+        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size, subject=subject, focused=focused)
         chosen.save(out / "images" / f"ref{i:02d}_chosen.png")
         rejected.save(out / "images" / f"ref{i:02d}_rejected.png")
         references.append(
@@ -255,7 +257,7 @@ def write_user(
         )
     for i in range(n_heldout):
         subject = subjects[n_references + i] if subjects else None
-        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size, subject=subject)
+        prompt, chosen, rejected, *_ = oracle.make_reference(taste, rng, size, subject=subject, focused=focused)
         first_is_chosen = bool(rng.integers(2))
         a, b = (chosen, rejected) if first_is_chosen else (rejected, chosen)
         a.save(out / "images" / f"test{i:02d}_1.png")
@@ -285,10 +287,12 @@ def write_sandbox_user(
     n_references: int = 8,
     n_heldout: int = 8,
     size: int = 64,
+    focused: bool = False,
 ) -> Path:
     """A sandbox user who trains on `TRAINING_PROMPTS`, with references drawn for `taste` (deterministic in `seed`)."""
     text = f"Synthetic sandbox user (localmodels/demo_user.py): {description or taste_description(taste)}."
-    write_user(out, user_id, taste, np.random.default_rng(seed), n_references, n_heldout, size, text, TRAINING_PROMPTS)
+    rng = np.random.default_rng(seed)
+    write_user(out, user_id, taste, rng, n_references, n_heldout, size, text, TRAINING_PROMPTS, focused)
     return Path(out)
 
 
@@ -469,6 +473,9 @@ if __name__ == "__main__":
     parser.add_argument("--shipped", action="store_true", help="Rewrite every user shipped in users/.")
     parser.add_argument("--taste", help="A new sandbox user's taste, e.g. palette=cool:1.0,light=dark:0.8.")
     parser.add_argument("--user_id", help="Id of the new sandbox user (default: the --out folder's name).")
+    parser.add_argument(
+        "--focused", action="store_true", help="With --taste: each choice's images differ only on the user's axes."
+    )
     parser.add_argument("--toy_users", type=int, default=0, help="Write a dataset of N toy users instead of the demo.")
     parser.add_argument("--seed", type=int, default=1000, help="Seed of the toy dataset.")
     parser.add_argument("--population", type=int, default=0, help="Write N training users + --heldout (issue 21).")
@@ -493,6 +500,7 @@ if __name__ == "__main__":
             taste = parse_taste_spec(args.taste)
         except ValueError as err:
             parser.error(str(err))
-        print(write_sandbox_user(args.out, args.user_id or Path(args.out).name, taste, args.seed))
+        user_id = args.user_id or Path(args.out).name
+        print(write_sandbox_user(args.out, user_id, taste, args.seed, focused=args.focused))
     else:
         print(write_demo_user(args.out))

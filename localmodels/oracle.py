@@ -162,12 +162,19 @@ def _opposite(axis: str, pole: str) -> str:
 
 
 def make_reference(
-    user: SyntheticUser, rng: np.random.Generator, size: int = 32, margin: float = 0.25, subject: str | None = None
+    user: SyntheticUser,
+    rng: np.random.Generator,
+    size: int = 32,
+    margin: float = 0.25,
+    subject: str | None = None,
+    focused: bool = False,
 ):
     """A (prompt, chosen, rejected, chosen_scene, rejected_scene) choice the user clearly makes (utility gap>=margin).
 
     Both images show the same subject (`subject`, or drawn at random); the prompt names only the subject (the user
-    asked for "a sun", the styles differ), so the choice reveals taste, not prompt-following.
+    asked for "a sun", the styles differ), so the choice reveals taste, not prompt-following. `focused`: the two
+    scenes take the same pole on every axis the user has no taste on (only the per-scene variation differs there), so
+    the choice shows nothing the user did not choose on: no chance cue for the reasoner to write down.
     """
     for _ in range(1000):
         if subject is None:
@@ -175,6 +182,9 @@ def make_reference(
         else:
             drawn = subject
         scenes = [world.sample_scene(rng) for _ in range(2)]
+        if focused:
+            same = {a: getattr(scenes[0], a) for a in world.AXES if a not in user.weights}
+            scenes[1] = world.Scene(**{**scenes[1].__dict__, **same})
         scenes = [world.Scene(drawn, s.palette, s.light, s.layout, s.seed) for s in scenes]
         images = [world.draw_scene(s, size) for s in scenes]
         utils = [user.utility(world.image_attributes(im), drawn) for im in images]

@@ -277,3 +277,17 @@ def test_distillation_examples_teach_short_contexts_about_the_judged_kind_of_sub
     assert readings["sun"].count("warm") > 0.6 * 40 and readings["sun"].count("cool") < 0.2 * 40
     assert readings["house"].count("cool") > 0.6 * 40 and readings["house"].count("warm") < 0.2 * 40
     assert make_examples(60, seed=5, p_nearest=0.0) != make_examples(60, seed=5)  # the short contexts are drawn in
+
+
+def test_focused_references_differ_only_on_the_users_own_axes():
+    """`focused`: chosen and rejected share the pole of every axis the user has no taste on, so a reasoner finds no
+    chance cue to write down; unfocused pairs differ there most of the time."""
+    user = oracle.SyntheticUser({}, {"palette": 1.0}, {"palette": {"round": "warm", "angular": "cool"}})
+    rng = np.random.default_rng(3)
+    differ = {True: 0, False: 0}
+    for focused in (True, False):
+        for subject in ["sun", "house"] * 10:
+            *_, chosen, rejected = oracle.make_reference(user, rng, subject=subject, focused=focused)
+            assert chosen.subject == rejected.subject == subject
+            differ[focused] += (chosen.light, chosen.layout) != (rejected.light, rejected.layout)
+    assert differ[True] == 0 and differ[False] >= 5
