@@ -52,6 +52,7 @@ def subject_group(subject: str) -> str:
     kind = SUBJECTS[subject]
     return next(group for group, kinds in SUBJECT_GROUPS.items() if kind in kinds)
 
+
 AXES: dict[str, tuple[str, str]] = {
     "palette": ("warm", "cool"),
     "light": ("bright", "dark"),
