@@ -97,6 +97,12 @@ def cmd_rewrite(argv: list[str], resolve=None) -> int:
     personal = PromptRewriter(adapter, base_model=args.base_model, device=args.device)
     if context_file is not None and not personal.needs_context:
         parser.error(f"--context is for a context-conditioned adapter; {adapter} was trained on the prompt alone.")
+    if context_file is not None and personal.info.context_nearest:
+        notes = [
+            *notes,
+            f"warning: {adapter} was trained reading the {personal.info.context_nearest} rationales nearest each "
+            "prompt; --context gives it the whole file (serve with --user U, without --context, to pick them)",
+        ]
     decoding = dict(temperature=args.temperature, seed=args.seed)
     for note in notes:  # where the adapter and the context come from: on stderr when stdout is JSON
         print(note, file=sys.stderr if args.json or file_prompts is not None else sys.stdout)

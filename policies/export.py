@@ -227,7 +227,18 @@ def serving_recipes(info: AdapterInfo, adapters: dict[str, str], lora_r: int) ->
             f'pig rewrite --adapter {folder} --user U --users_dir users "a lighthouse on a cliff"   # context '
             "read from the cache or built",
         ]
+    nearest = []
+    if info.context_nearest:
+        embedder = info.context_source.get("prompt_embedder", "the fidelity embedder")
+        nearest = [
+            f"This adapter reads, for each prompt, only the {info.context_nearest} rationales whose choices' prompts "
+            f"are nearest to it (cosine of `{embedder}` mean-pooled embeddings), as it was trained: `pig rewrite "
+            "--user U` picks them; a server of its own must pick them the same way and put those in the system "
+            "message.",
+            "",
+        ]
     return [
+        *nearest,
         "With pig-rl installed:",
         "",
         "```bash",

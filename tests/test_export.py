@@ -206,3 +206,16 @@ def test_run_config_reads_a_w_and_b_file_that_is_still_being_written(trained, tm
     config = run_config(load_run(run_dir / "adapter"))
     assert config["pig"]["fidelity_weight"] == trained["fidelity_weight"]
     assert config["trainer"]["max_steps"] == trained["steps"]
+
+
+def test_the_card_of_an_adapter_reading_the_nearest_rationales_says_how_to_pick_them():
+    from policies.export import serving_recipes
+    from policies.rewriter import CONTEXT_FORMAT, AdapterInfo
+
+    def card(nearest: int) -> str:
+        info = AdapterInfo("u", "base", "Rewrite.", 8, context_format=CONTEXT_FORMAT, context_nearest=nearest)
+        info.context_source = {"prompt_embedder": "sentence-transformers/all-MiniLM-L6-v2"}
+        return "\n".join(serving_recipes(info, {"u": "adapter"}, 16))
+
+    assert "only the 2 rationales whose choices' prompts are nearest" in card(2)
+    assert "all-MiniLM-L6-v2" in card(2) and "nearest" not in card(0)
