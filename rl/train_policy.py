@@ -223,6 +223,7 @@ def build_trainer(args: PigArguments, training_args, model_args):
             f"--init_adapter {args.init_adapter} reads the user's context, and the DPO route collects its pairs "
             "with the plain chat. Start a DPO run from a per-user adapter or a fresh LoRA, or use grpo/rloo."
         )
+    check_init_context(args)
     check_configured_models(args, model_args)
     _print_plan(state, args, training_args, model_args, users, heldout, reads_context)
 
@@ -343,6 +344,32 @@ def policy_reads_context(args: PigArguments) -> bool:
     if args.init_adapter and (Path(args.init_adapter) / ADAPTER_META).is_file():
         return AdapterInfo.load(args.init_adapter).needs_context
     return False
+
+
+def check_init_context(args: PigArguments) -> None:
+    """A run started from a context-conditioned adapter keeps the chat it was trained with: the same number of nearest
+    rationales (`--context_nearest`), so the adapter is not handed a context of another shape.
+
+    Raises:
+        ConfigError: the adapter read the K nearest rationales and this run gives it another number.
+    """
+    from common.errors import ConfigError
+    from policies.rewriter import ADAPTER_META, AdapterInfo
+
+    if not args.init_adapter or not (Path(args.init_adapter) / ADAPTER_META).is_file():
+        return
+    info = AdapterInfo.load(args.init_adapter)
+    if info.needs_context and info.context_nearest != args.context_nearest:
+        raise ConfigError(
+            f"--init_adapter {args.init_adapter} was trained reading "
+            + (
+                f"the {info.context_nearest} rationales nearest each prompt"
+                if info.context_nearest
+                else "whole contexts"
+            )
+            + f", and this run gives it --context_nearest {args.context_nearest}. Pass --context_nearest "
+            f"{info.context_nearest} (the judge reads the same), or start from a fresh LoRA."
+        )
 
 
 def cpu_threads(requested: int, num_processes: int) -> int:

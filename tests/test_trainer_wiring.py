@@ -133,3 +133,19 @@ def test_a_policy_that_reads_the_nearest_rationales_sees_those_of_its_prompts_ne
         assert system.endswith(format_policy_context([rationales[i][1] for i in sorted(nearest)]))
     fields = _context_fields(args, training_args.output_dir)
     assert fields["context_nearest"] == 2 and fields["context_source"]["prompt_embedder"] == tiny_models["minilm"]
+
+
+def test_a_run_from_a_context_reading_adapter_keeps_its_nearest_setting(tmp_path):
+    """An adapter trained on the 2 nearest rationales, continued with another --context_nearest, is refused with the
+    fix; the same setting is accepted."""
+    from common.errors import ConfigError
+    from policies.rewriter import CONTEXT_FORMAT, AdapterInfo
+    from rl.train_policy import check_init_context, parse_args
+
+    AdapterInfo("u", "base", "Rewrite.", 8, context_format=CONTEXT_FORMAT, context_nearest=2).save(tmp_path)
+    argv = ["--user", "demo", "--runs_dir", str(tmp_path / "runs"), "--init_adapter", str(tmp_path)]
+    args, _, _ = parse_args(argv, check_models=False)
+    with pytest.raises(ConfigError, match="Pass --context_nearest 2"):
+        check_init_context(args)
+    args, _, _ = parse_args([*argv, "--context_nearest", "2"], check_models=False)
+    check_init_context(args)
