@@ -147,27 +147,24 @@ class RecordingJudge:
         return self.backend.generate(conversations, settings)
 
 
+def _split_context() -> ctx.UserContext:
+    """A context whose taste depends on the subject: warm for the sun and the moon, cool for the box and the house."""
+    rationales = [
+        ctx.Rationale(0, "a sun over the hills", "warm for the sun"),
+        ctx.Rationale(1, "a cardboard box", "cool for the box"),
+        ctx.Rationale(2, "a full moon at night", "warm for the moon"),
+        ctx.Rationale(3, "a wooden house", "cool for the house"),
+    ]
+    return ctx.UserContext("u", rationales, "m", "t", "h")
+
+
 def test_context_nearest_judges_each_prompt_under_the_rationales_of_its_nearest_choices(backend, tiny_models):
     """`context_nearest: K` gives each judged prompt the K rationales whose choices' prompts are nearest to it (real
     MiniLM embeddings), in the context's order, so a taste that depends on the subject reaches the judge as one."""
     from reward.pigreward import JudgeSettings
     from reward.similarity import TextEmbedder
 
-    context = ctx.UserContext(
-        "u",
-        [
-            ctx.Rationale(0, "a sun over the hills", "warm for the sun"),
-            ctx.Rationale(1, "a cardboard box", "cool for the box"),
-            ctx.Rationale(2, "a full moon at night", "warm for the moon"),
-            ctx.Rationale(3, "a wooden house", "cool for the house"),
-        ],
-        "m",
-        "t",
-        "h",
-        {},
-        0.0,
-        0.0,
-    )
+    context = _split_context()
     judge = RecordingJudge(backend)
     settings = JudgeSettings(context_nearest=2, generation=GenerationSettings(max_new_tokens=8))
     pig = PIGReward(judge, backend, settings=settings, prompt_embedder=TextEmbedder(tiny_models["minilm"]))
@@ -198,18 +195,7 @@ def test_a_policy_reading_the_nearest_rationales_is_served_the_ones_it_was_train
     from pig.rewrite import nearest_reader
     from policies.rewriter import AdapterInfo, build_chat, per_prompt_contexts
 
-    context = ctx.UserContext(
-        "u",
-        [
-            ctx.Rationale(0, "a sun over the hills", "warm for the sun"),
-            ctx.Rationale(1, "a cardboard box", "cool for the box"),
-            ctx.Rationale(2, "a full moon at night", "warm for the moon"),
-            ctx.Rationale(3, "a wooden house", "cool for the house"),
-        ],
-        "m",
-        "t",
-        "h",
-    )
+    context = _split_context()
     info = AdapterInfo("u", "base", "Rewrite.", 8, context_format="rationales-v1", context_nearest=2)
     info.context_source = {"prompt_embedder": tiny_models["minilm"]}
     read = nearest_reader(context, info)(["the sun and the moon", "an old house"])
