@@ -117,11 +117,12 @@ def cmd_rewrite(argv: list[str], resolve=None) -> int:
             {"prompt": p, "rewrite": r, **({"base_rewrite": b} if base else {})}
             for p, r, b in zip(args.prompts, rewrites, base or [None] * len(rewrites))
         ]
-        # how many rationales the policy read (a list per prompt when it reads those nearest each prompt)
-        read = context(args.prompts) if callable(context) else context
-        info = {"adapter": str(adapter), "context_rationales": None if read is None else len(read)}
+        # how many rationales the policy read (one count per prompt when it reads those nearest each prompt)
         if callable(context):
-            info["context_rationales"] = [len(texts) for texts in read]
+            read = [len(texts) for texts in context(args.prompts)]
+        else:
+            read = None if context is None else len(context)
+        info = {"adapter": str(adapter), "context_rationales": read}
         print(json.dumps({**info, "notes": notes, "rewrites": rows}, indent=2, ensure_ascii=False))
         return 0
     print(f"adapter: {adapter}")
