@@ -57,11 +57,19 @@ PATCH, MERGE = 8, 2
 TASKS = {"judge_cot": 0.5, "judge_score": 0.2, "reasoner": 0.3}
 P_SPLIT = 0.3
 """Share of the distillation's users whose taste on one axis depends on the subject's group (recipe v5)."""
-P_NEAREST = 0.25
-"""Share of judge examples whose context is a short one, as `JudgeSettings.context_nearest` picks (recipe v7)."""
-NEAREST_SAME_GROUP = 0.8
-"""Chance that each rationale of such a context is about a subject of the judged subject's group: about what MiniLM's
-nearest prompts give on the sandbox users' references (0.80 of the two nearest for tidepool, 0.74 for gallery)."""
+P_NEAREST = 0.35
+"""Share of judge examples whose context is a short one, as `JudgeSettings.context_nearest` picks (recipe v7: one to
+three rationales, a quarter of the examples; v8: one to five, 0.35)."""
+NEAREST_MAX = 5
+"""The longest short context taught (recipe v8). With four or five rationales the teacher needs a lead of two votes,
+so one chance cue among the nearest choices is not read as a taste (with two it is)."""
+
+
+def nearest_same_group(k: int) -> float:
+    """Chance that each of the `k` nearest rationales is about a subject of the judged subject's group: about what
+    MiniLM's nearest prompts give on the sandbox users' references for the held-out wordings (tidepool / gallery: two
+    nearest 0.80 / 0.74, three 0.73 / 0.69, four 0.67 / 0.64, five 0.61 / 0.59)."""
+    return 0.85 - 0.05 * k
 
 
 # ---------------------------------------------------------------------------------------------------- examples
@@ -85,13 +93,14 @@ def sample_user_context(user: oracle.SyntheticUser, rng, n_refs: int | None = No
 
 
 def sample_nearest_context(user: oracle.SyntheticUser, rng, subject: str) -> list[str]:
-    """Teacher rationales for one to three of the user's references whose subjects mostly share `subject`'s group:
-    the context `JudgeSettings.context_nearest` gives the judge (the rationales of the choices nearest the prompt).
-    A subject-dependent user's short context then shows one taste, the one for `subject`'s kind of subject."""
+    """Teacher rationales for one to `NEAREST_MAX` of the user's references whose subjects mostly share `subject`'s
+    group: the context `JudgeSettings.context_nearest` gives the judge (the rationales of the choices nearest the
+    prompt). A subject-dependent user's short context then mostly shows one taste, the one for `subject`'s kind."""
     group = world.subject_group(subject)
     rationales = []
-    for _ in range(int(rng.integers(1, 4))):
-        same = rng.random() < NEAREST_SAME_GROUP
+    k = int(rng.integers(1, NEAREST_MAX + 1))
+    for _ in range(k):
+        same = rng.random() < nearest_same_group(k)
         pool = [s for s in world.SUBJECTS if (world.subject_group(s) == group) == same]
         ref_subject = pool[int(rng.integers(len(pool)))]
         _, chosen, rejected, scene, _ = oracle.make_reference(user, rng, IMAGE_SIZE, subject=ref_subject)

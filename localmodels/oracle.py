@@ -21,7 +21,8 @@ from localmodels import world
 # Dimension names the judge writes, per axis, and words that reveal an axis pole in a rationale.
 DIMENSION_NAMES = {"palette": "Colour palette", "light": "Lighting", "layout": "Composition"}
 # What a non-personal judge assumes (the "average user" likes bright images) and nothing more: a user whose taste lies
-# elsewhere is served badly without a context, which is the point of personalization.
+# elsewhere is served badly without a context, which is the point of personalization. It applies only when there is no
+# context at all (recipe v8): a user's context is what is known of them, and an axis it does not name does not decide.
 POPULATION_PRIOR = {"light": "bright"}
 _RATIONALES = {
     ("palette", "warm"): [
@@ -306,14 +307,21 @@ def read_context(rationales: list[str], subject: str | None = None) -> dict[str,
 
 
 def teacher_verdict(
-    rationales: list[str], image_1: Image.Image, image_2: Image.Image, subject: str | None = None
+    rationales: list[str],
+    image_1: Image.Image,
+    image_2: Image.Image,
+    subject: str | None = None,
+    prior_always: bool = False,
 ) -> tuple[str, int]:
     """The judge's answer in the paper's format, and the winner (1, 2 or 0 for a tie).
 
     One dimension per axis, the user's axes first. On an axis the context names, scores span 1-5 in the user's
-    direction; on the others the population prior applies with a compressed 2-4 range (less weight). An axis whose
+    direction. Without any context the population prior applies, with a compressed 2-4 range; with a context, an axis
+    it does not name scores 3 for both images (recipe v8: before, the prior paid for bright light whatever the
+    context said, and policies of users indifferent to light learned to ask for it). An axis whose
     pole the context ties to the subject's group is judged by the pole of `subject`'s group, and its line says so
-    ("for round subjects the user likes warm colours").
+    ("for round subjects the user likes warm colours"). `prior_always`: recipes up to v7, the prior also scores the
+    axes a context does not name (kept to measure what that rule cost, `benchmarks/judge_truth_by_nearest.py`).
 
     Raises:
         ValueError: the context's taste depends on the subject and `subject` is not given.
@@ -328,7 +336,7 @@ def teacher_verdict(
     lines, totals = [], [0, 0]
     for axis in axes:
         personal = axis in poles
-        pole = poles.get(axis, POPULATION_PRIOR.get(axis))
+        pole = poles.get(axis, None if rationales and not prior_always else POPULATION_PRIOR.get(axis))
         scores = []
         for attrs in (a1, a2):
             if pole is None:  # nothing known, no prior: this axis does not decide

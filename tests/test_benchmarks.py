@@ -110,3 +110,33 @@ def test_feedback_loop_clicks_updates_and_follows_a_drift(tiny_models, tmp_path,
     second = AdapterInfo.load(Path(drift[1]["adapter"]))
     assert Path(second.init_adapter).resolve() == Path(drift[0]["adapter"]).resolve()
     assert "[drift] the taste flips" in capsys.readouterr().out
+
+
+def test_judge_truth_by_nearest_reports_each_judge_and_the_teacher(tiny_models, trained_run, tmp_path, capsys):
+    """One row per (judge, K) and per (teacher rule, K) on the run's own rollouts; agreement and decided are shares."""
+    bench = _load("judge_truth_by_nearest")
+    argv = ["--user", trained_run["user"], "--users_dir", str(trained_run["users"]), "--run", str(trained_run["run"])]
+    argv += ["--models", tiny_models["vlm"], "--renderer_model", tiny_models["sd"]]
+    argv += ["--embedder", tiny_models["minilm"]]
+    bench.main([*argv, "--nearest", "1,0", "--pairs", "3", "--runs_dir", str(tmp_path)])
+    row = r"^(.+?)\s+(1|whole)\s+([\d.]+|-)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$"
+    rows = re.findall(row, capsys.readouterr().out, re.M)
+    assert [(name.strip(), k) for name, k, *_ in rows] == [
+        (tiny_models["vlm"], "1"),
+        (tiny_models["vlm"], "whole"),
+        ("teacher", "1"),
+        ("teacher", "whole"),
+        ("teacher, prior always", "1"),
+        ("teacher, prior always", "whole"),
+    ]
+    for _, _, agreement, decided, pref, truth in rows:
+        assert agreement == "-" or 0 <= float(agreement) <= 1
+        assert 0 <= float(decided) <= 1 and 0 <= float(pref) <= 1 and 0 <= float(truth) <= 1
+
+
+def test_judge_truth_by_nearest_needs_a_run_with_rollouts(tmp_path, capsys):
+    bench = _load("judge_truth_by_nearest")
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--user", "tidepool", "--run", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "rollouts" in capsys.readouterr().err

@@ -51,6 +51,20 @@ def test_personal_dimension_follows_the_context_direction():
     assert palette.name == "Colour palette" and palette.score_1 == palette.score_2  # no context, no palette prior
 
 
+def test_the_population_prior_applies_only_without_a_context():
+    """Recipe v8: with no context the judge falls back on "most people like bright light"; once a context is given,
+    an axis it does not name scores the same for both images, so a policy gains nothing by asking for it."""
+    bright = world.draw_scene(world.Scene("sun", "warm", "bright", "sparse", 1))
+    dark = world.draw_scene(world.Scene("sun", "warm", "dark", "sparse", 1))
+    assert oracle.teacher_verdict([], bright, dark)[1] == 1
+    likes_warm = ["This user favours a warm palette of orange and red over cool blues."]
+    text, winner = oracle.teacher_verdict(likes_warm, bright, dark)
+    light = next(d for d in parse_verdict(text).dimensions if d.name == "Lighting")
+    assert winner == 0 and light.score_1 == light.score_2 == 3 and "no known preference" in text
+    likes_dark = ["This user likes dim, night-like images rather than bright ones."]
+    assert oracle.teacher_verdict(likes_warm + likes_dark, bright, dark)[1] == 2
+
+
 def test_examples_are_deterministic():
     from localmodels.judge_model import make_examples
 
@@ -256,12 +270,12 @@ def test_distillation_examples_teach_subject_dependent_contexts():
 
 
 def test_distillation_examples_teach_short_contexts_about_the_judged_kind_of_subject():
-    """Recipe v7: a short context (one to three rationales, mostly about the judged subject's group, as
+    """Recipe v7/v8: a short context (one to five rationales, mostly about the judged subject's group, as
     `context_nearest` picks them) of a subject-dependent user reads as the taste for that group."""
     import numpy as np
 
     from localmodels import world
-    from localmodels.judge_model import make_examples, sample_nearest_context
+    from localmodels.judge_model import NEAREST_MAX, make_examples, sample_nearest_context
 
     rng = np.random.default_rng(0)
     user = oracle.SyntheticUser(
@@ -272,7 +286,7 @@ def test_distillation_examples_teach_short_contexts_about_the_judged_kind_of_sub
         assert world.subject_group("sun") == "round" and world.subject_group("house") == "angular"
         for _ in range(40):
             context = sample_nearest_context(user, rng, subject)
-            assert 1 <= len(context) <= 3
+            assert 1 <= len(context) <= NEAREST_MAX
             readings[subject].append(oracle.read_context(context, subject).get("palette"))
     assert readings["sun"].count("warm") > 0.6 * 40 and readings["sun"].count("cool") < 0.2 * 40
     assert readings["house"].count("cool") > 0.6 * 40 and readings["house"].count("warm") < 0.2 * 40
