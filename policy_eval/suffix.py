@@ -298,6 +298,7 @@ def search(pig_args: PigArguments, args: SuffixArguments, argv: list[str]) -> di
         "plan": plans,
         "base_model": recipe["model_name_or_path"],
         "context_key": context.key,
+        "context_nearest": pig_args.context_nearest,  # how many rationales the judge read for each prompt (0: all)
         "judge_model": pig_args.judge_model,
         "renderer_model": pig_args.renderer_model,
         "prompts": prompts,

@@ -114,6 +114,7 @@ def test_suffix_search_and_evaluate_end_to_end(tiny_models, tmp_path, capsys):
     result = json.loads((tmp_path / "suffix" / "suffix.json").read_text())
     assert "best fixed suffix" in printed and "a default training run spends 3200" in printed
     assert result["verdicts"] <= 400 and result["verdict_budget"] == 400
+    assert result["context_nearest"] == 0  # the judge read the whole context, and the file says so
     assert {row["suffix"] for row in result["candidates"]} == {"in golden tones", "icy blue", "dark night"}
     (plan,) = result["plan"]  # a given list is judged in one stage
     finalists = [row for row in result["candidates"] if row["reached"].endswith(f"round {len(plan)} of {len(plan)}")]
