@@ -16,6 +16,18 @@ def apply_suffix(prompt: str, suffix: str) -> str:
     return f"{prompt.strip().rstrip(',')}, {suffix}"
 
 
+def searched_context_nearest(path: str | Path) -> int | None:
+    """How many nearest rationales the judge read in the `pig suffix` run at `path` (0: the whole context), or
+    `None` when its suffix.json predates the record (or is unreadable: `load_suffix` reports that)."""
+    path = Path(path)
+    file = path / SUFFIX_FILE if path.is_dir() else path
+    try:
+        value = json.loads(file.read_text(encoding="utf-8")).get("context_nearest")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def load_suffix(path: str | Path) -> str:
     """The suffix a `pig suffix` run chose, from its folder or `suffix.json`, validated."""
     path = Path(path)

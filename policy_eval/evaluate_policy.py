@@ -448,7 +448,9 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
     check_models_for(pig_args, eval_args.judge or reads_context)
     k, samples = eval_args.eval_images, eval_args.eval_samples
 
-    suffix = resolve_suffix(eval_args.suffix, Path(pig_args.runs_dir) / user.user_id / "suffix")
+    suffix = resolve_suffix(
+        eval_args.suffix, Path(pig_args.runs_dir) / user.user_id / "suffix", pig_args.context_nearest
+    )
     comparisons = (
         COMPARISONS
         + (SUFFIX_COMPARISONS if suffix is not None else ())
@@ -672,15 +674,34 @@ def check_controls(info, controls: Sequence[str], user_id: str, other) -> None:
         )
 
 
-def resolve_suffix(option: str, default_folder: Path) -> str | None:
-    """The fixed suffix `--suffix` names: `auto` reads `default_folder` when a search left one there, `none` none."""
-    from policies.suffix import SUFFIX_FILE, load_suffix
+def resolve_suffix(option: str, default_folder: Path, context_nearest: int | None = None) -> str | None:
+    """The fixed suffix `--suffix` names: `auto` reads `default_folder` when a search left one there, `none` none.
+
+    With `context_nearest` (this evaluation's judge setting), a suffix searched under another one is used with a
+    warning: the judge that chose it read the user differently."""
+    import sys
+
+    from policies.suffix import SUFFIX_FILE, load_suffix, searched_context_nearest
 
     if option == "none":
         return None
-    if option == "auto":
-        return load_suffix(default_folder) if (default_folder / SUFFIX_FILE).is_file() else None
-    return load_suffix(option)
+    path = default_folder if option == "auto" else Path(option)
+    if option == "auto" and not (default_folder / SUFFIX_FILE).is_file():
+        return None
+    suffix = load_suffix(path)
+    searched = searched_context_nearest(path)
+    if context_nearest is not None and searched is not None and searched != context_nearest:
+
+        def reading(k: int) -> str:
+            return f"the {k} nearest rationales" if k else "the whole context"
+
+        print(
+            f"warning: the fixed suffix in {path} was searched with the judge reading {reading(searched)} of the "
+            f"user's context, and this evaluation's judge reads {reading(context_nearest)}: rerun `pig suffix "
+            f"--context_nearest {context_nearest}` for a like-for-like baseline.",
+            file=sys.stderr,
+        )
+    return suffix
 
 
 def repeat_share(rewrites: Sequence[str], originals: Sequence[str]) -> float:

@@ -139,3 +139,21 @@ def test_suffix_search_and_evaluate_end_to_end(tiny_models, tmp_path, capsys):
     assert evaluate_main([*eval_argv, "--suffix", "none", "--eval_out", str(tmp_path / "e2")]) == 0
     plain = json.loads((tmp_path / "e2" / "results.json").read_text())
     assert plain["suffix"] is None and "adapter_vs_suffix" not in plain["blocks"][0]["summary"]
+
+
+def test_a_suffix_searched_under_another_reading_of_the_context_is_flagged(tmp_path, capsys):
+    """`pig evaluate --suffix`: a suffix chosen by a judge that read another number of nearest rationales is used,
+    with a warning that names both readings and the fix; a matching or older (unrecorded) search gets none."""
+    from policy_eval.evaluate_policy import resolve_suffix
+
+    folder = tmp_path / "suffix"
+    folder.mkdir()
+    (folder / "suffix.json").write_text(json.dumps({"suffix": "in blue tones", "context_nearest": 2}))
+    assert resolve_suffix(str(folder), tmp_path, context_nearest=0) == "in blue tones"
+    err = capsys.readouterr().err
+    assert "the 2 nearest rationales" in err and "the whole context" in err and "--context_nearest 0" in err
+    assert resolve_suffix("auto", folder, context_nearest=2) == "in blue tones"
+    assert capsys.readouterr().err == ""
+    (folder / "suffix.json").write_text(json.dumps({"suffix": "in blue tones"}))
+    assert resolve_suffix(str(folder), tmp_path, context_nearest=3) == "in blue tones"
+    assert capsys.readouterr().err == ""
