@@ -16,20 +16,14 @@ def apply_suffix(prompt: str, suffix: str) -> str:
     return f"{prompt.strip().rstrip(',')}, {suffix}"
 
 
-def searched_context_nearest(path: str | Path) -> int | None:
-    """How many nearest rationales the judge read in the `pig suffix` run at `path` (0: the whole context), or
-    `None` when its suffix.json predates the record (or is unreadable: `load_suffix` reports that)."""
-    path = Path(path)
-    file = path / SUFFIX_FILE if path.is_dir() else path
-    try:
-        value = json.loads(file.read_text(encoding="utf-8")).get("context_nearest")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def load_suffix(path: str | Path) -> str:
     """The suffix a `pig suffix` run chose, from its folder or `suffix.json`, validated."""
+    return load_suffix_record(path)["suffix"]
+
+
+def load_suffix_record(path: str | Path) -> dict:
+    """The whole record of a `pig suffix` run (its folder or `suffix.json`), its suffix validated; `context_nearest`,
+    when present, is how many nearest rationales the judge read (0: the whole context)."""
     path = Path(path)
     file = path / SUFFIX_FILE if path.is_dir() else path
     try:
@@ -41,4 +35,4 @@ def load_suffix(path: str | Path) -> str:
     suffix = data.get("suffix") if isinstance(data, dict) else None
     if not isinstance(suffix, str) or not suffix.strip():
         raise ConfigError(f"{file} has no non-empty 'suffix' string; rerun `pig suffix`.")
-    return suffix
+    return data

@@ -681,16 +681,16 @@ def resolve_suffix(option: str, default_folder: Path, context_nearest: int | Non
     warning: the judge that chose it read the user differently."""
     import sys
 
-    from policies.suffix import SUFFIX_FILE, load_suffix, searched_context_nearest
+    from policies.suffix import SUFFIX_FILE, load_suffix_record
 
     if option == "none":
         return None
     path = default_folder if option == "auto" else Path(option)
     if option == "auto" and not (default_folder / SUFFIX_FILE).is_file():
         return None
-    suffix = load_suffix(path)
-    searched = searched_context_nearest(path)
-    if context_nearest is not None and searched is not None and searched != context_nearest:
+    record = load_suffix_record(path)
+    searched = record.get("context_nearest")  # absent in records written before it was kept
+    if context_nearest is not None and type(searched) is int and searched != context_nearest:
 
         def reading(k: int) -> str:
             return f"the {k} nearest rationales" if k else "the whole context"
@@ -701,7 +701,7 @@ def resolve_suffix(option: str, default_folder: Path, context_nearest: int | Non
             f"--context_nearest {context_nearest}` for a like-for-like baseline.",
             file=sys.stderr,
         )
-    return suffix
+    return record["suffix"]
 
 
 def repeat_share(rewrites: Sequence[str], originals: Sequence[str]) -> float:
