@@ -685,9 +685,9 @@ def resolve_suffix(option: str, default_folder: Path, context_nearest: int | Non
 
     if option == "none":
         return None
-    path = default_folder if option == "auto" else Path(option)
     if option == "auto" and not (default_folder / SUFFIX_FILE).is_file():
         return None
+    path = default_folder if option == "auto" else Path(option)
     record = load_suffix_record(path)
     searched = record.get("context_nearest")  # absent in records written before it was kept
     if context_nearest is not None and type(searched) is int and searched != context_nearest:
