@@ -45,7 +45,7 @@ RECIPES = {
     "smollm2-rewriter": "generic-rewriter-sft-v1",
     "all-MiniLM-L6-v2": "wheel-link-v1",
     "tiny-sd": "toy-world-renderer-v3-edge-vae-refined",
-    "tiny-pigreward": "toy-world-distilled-v8-context-decides",
+    "tiny-pigreward": "toy-world-distilled-v9-distractors",
     "tiny-random": "random-v1",
     "tiny-clip": "toy-world-clip-v1",
 }
