@@ -8,6 +8,7 @@ and held-out pairs are choices that taste clearly makes.
     python -m localmodels.demo_user --shipped                             # every user shipped in users/
     python -m localmodels.demo_user --out users/U --taste palette=cool:1.0,light=dark:0.8 --seed 3   # a new one
     python -m localmodels.demo_user --out users/V --taste palette=warm/cool:1.0 --seed 5   # warm round, cool angular
+    python -m localmodels.demo_user --out runs/users/W --taste palette=warm/cool:1.0 --references 24   # 24 choices
     python -m localmodels.demo_user --toy_users 24 --out runs/data/toy    # a dataset for `pig bench`
     python -m localmodels.demo_user --population 48 --heldout 12 --out runs/users/population   # issue 21's users
 
@@ -476,6 +477,13 @@ if __name__ == "__main__":
     parser.add_argument(
         "--focused", action="store_true", help="With --taste: each choice's images differ only on the user's axes."
     )
+    parser.add_argument(
+        "--references",
+        type=int,
+        default=8,
+        help="With --taste: how many past choices the user has (default 8). More choices give a subject-dependent "
+        "user's nearest rationales (--context_nearest) more choices about the same kind of subject.",
+    )
     parser.add_argument("--toy_users", type=int, default=0, help="Write a dataset of N toy users instead of the demo.")
     parser.add_argument("--seed", type=int, default=1000, help="Seed of the toy dataset.")
     parser.add_argument("--population", type=int, default=0, help="Write N training users + --heldout (issue 21).")
@@ -501,6 +509,10 @@ if __name__ == "__main__":
         except ValueError as err:
             parser.error(str(err))
         user_id = args.user_id or Path(args.out).name
-        print(write_sandbox_user(args.out, user_id, taste, args.seed, focused=args.focused))
+        if args.references < 1:
+            parser.error(f"--references {args.references}: a user needs at least one past choice.")
+        print(
+            write_sandbox_user(args.out, user_id, taste, args.seed, n_references=args.references, focused=args.focused)
+        )
     else:
         print(write_demo_user(args.out))

@@ -62,6 +62,22 @@ def test_taste_spec_of_the_command_line():
         parse_taste_spec("palette=cool:x")
 
 
+def test_a_new_sandbox_user_has_as_many_choices_as_asked(tmp_path):
+    """`--references N` (a subject-dependent user's nearest rationales need several choices per kind of subject); a
+    user with none is refused with the flag named."""
+    import subprocess
+    import sys
+
+    from reward.users import load_user
+
+    command = [sys.executable, "-m", "localmodels.demo_user", "--taste", "palette=warm/cool", "--seed", "3"]
+    subprocess.run([*command, "--references", "12", "--out", str(tmp_path / "u")], check=True, capture_output=True)
+    user = load_user(str(tmp_path / "u"))
+    assert len(user.references) == 12 and len(user.heldout) == 8
+    bad = subprocess.run([*command, "--references", "0", "--out", str(tmp_path / "v")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--references 0" in bad.stderr and not (tmp_path / "v").exists()
+
+
 def test_shipped_users_record_their_taste_and_differ(tmp_path):
     from reward.users import UserDataError, load_user
     from tests.conftest import REPO
