@@ -120,6 +120,16 @@ def pig_cli(capsys, monkeypatch):
     return run
 
 
+def load_benchmark(name: str):
+    """A script of `benchmarks/` as a module (the folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def built_model(name: str) -> Path:
     """A model `make setup` builds, for the `models` lane (`make test-models` builds it first when missing).
 

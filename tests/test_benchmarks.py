@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_benchmark
 
 
 def test_judge_verdict_health_counts_every_verdict(tiny_models, tmp_path, capsys):
-    health = _load("judge_verdict_health")
+    health = load_benchmark("judge_verdict_health")
     argv = ["--model", tiny_models["vlm"], "--users", "demo", "--pairs", "3", "--runs_dir", str(tmp_path)]
     health.main(argv)
     out = capsys.readouterr().out
@@ -32,7 +24,7 @@ def test_judge_verdict_health_counts_every_verdict(tiny_models, tmp_path, capsys
 
 
 def test_judge_verdict_health_refuses_mismatched_folders(tiny_models, capsys):
-    health = _load("judge_verdict_health")
+    health = load_benchmark("judge_verdict_health")
     with pytest.raises(SystemExit) as stop:
         health.main(["--model", tiny_models["vlm"], "--users", "demo", "crowd", "--users_dirs", "a", "b", "c"])
     assert stop.value.code == 2
@@ -42,7 +34,7 @@ def test_judge_verdict_health_refuses_mismatched_folders(tiny_models, capsys):
 def test_judge_context_reading_reports_a_split_context_per_subject_group(tiny_models, capsys):
     """With --splits every row is reported per subject group, and the teacher's reading of a split context names the
     first pole for round subjects and the second for angular ones (and the reverse context the reverse)."""
-    reading = _load("judge_context_reading")
+    reading = load_benchmark("judge_context_reading")
     reading.main(["--model", tiny_models["vlm"], "--pairs", "2", "--counts", "2-0", "--splits", "2-2"])
     out = capsys.readouterr().out
     teacher = dict(re.findall(r"^(.+?subjects)\s+teacher reads (\w+|-)", out, re.M))
@@ -66,7 +58,7 @@ def test_feedback_loop_clicks_updates_and_follows_a_drift(tiny_models, tmp_path,
 
     import yaml
 
-    bench = _load("feedback_loop")
+    bench = load_benchmark("feedback_loop")
     config = tmp_path / "tiny.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -114,7 +106,7 @@ def test_feedback_loop_clicks_updates_and_follows_a_drift(tiny_models, tmp_path,
 
 def test_judge_truth_by_nearest_reports_each_judge_and_the_teacher(tiny_models, trained_run, tmp_path, capsys):
     """One row per (judge, K) and per (teacher rule, K) on the run's own rollouts; agreement and decided are shares."""
-    bench = _load("judge_truth_by_nearest")
+    bench = load_benchmark("judge_truth_by_nearest")
     argv = ["--user", trained_run["user"], "--users_dir", str(trained_run["users"]), "--run", str(trained_run["run"])]
     argv += ["--models", tiny_models["vlm"], "--renderer_model", tiny_models["sd"]]
     argv += ["--embedder", tiny_models["minilm"]]
@@ -135,8 +127,18 @@ def test_judge_truth_by_nearest_reports_each_judge_and_the_teacher(tiny_models, 
 
 
 def test_judge_truth_by_nearest_needs_a_run_with_rollouts(tmp_path, capsys):
-    bench = _load("judge_truth_by_nearest")
+    bench = load_benchmark("judge_truth_by_nearest")
     with pytest.raises(SystemExit) as stop:
         bench.main(["--user", "tidepool", "--run", str(tmp_path)])
     assert stop.value.code == 2
     assert "rollouts" in capsys.readouterr().err
+
+
+def test_judge_injection_prints_every_condition_per_judge(tiny_models, capsys):
+    injection = load_benchmark("judge_injection")
+    injection.main(["--models", tiny_models["vlm"], "--pairs", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {tiny_models['vlm']} |")]
+    assert [row.split(" | ")[1] for row in rows] == list(injection.CONDITIONS)
+    with pytest.raises(SystemExit):
+        injection.main(["--pairs", "0"])
+    assert "--pairs 0" in capsys.readouterr().err
