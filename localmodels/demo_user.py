@@ -9,6 +9,7 @@ and held-out pairs are choices that taste clearly makes.
     python -m localmodels.demo_user --out users/U --taste palette=cool:1.0,light=dark:0.8 --seed 3   # a new one
     python -m localmodels.demo_user --out users/V --taste palette=warm/cool:1.0 --seed 5   # warm round, cool angular
     python -m localmodels.demo_user --out runs/users/W --taste palette=warm/cool:1.0 --references 24   # 24 choices
+                                          # (then train and evaluate with --context_references 0 to read all)
     python -m localmodels.demo_user --toy_users 24 --out runs/data/toy    # a dataset for `pig bench`
     python -m localmodels.demo_user --population 48 --heldout 12 --out runs/users/population   # issue 21's users
 
@@ -482,7 +483,8 @@ if __name__ == "__main__":
         type=int,
         default=8,
         help="With --taste: how many past choices the user has (default 8). More choices give a subject-dependent "
-        "user's nearest rationales (--context_nearest) more choices about the same kind of subject.",
+        "user's nearest rationales (--context_nearest) more choices about the same kind of subject. Training reads "
+        "the 8 most recent on CPU (configs/cpu.yaml); pass --context_references 0 to read them all.",
     )
     parser.add_argument("--toy_users", type=int, default=0, help="Write a dataset of N toy users instead of the demo.")
     parser.add_argument("--seed", type=int, default=1000, help="Seed of the toy dataset.")

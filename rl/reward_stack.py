@@ -39,10 +39,18 @@ def build_reward_stack(args: PigArguments, user, device: str, state):
     with state.main_process_first():  # the main process builds the context; the others then read its cache
         context = pig.build_context(user, rebuild=args.rebuild_context and state.is_main_process)
     if state.is_main_process:
-        print(f"[context] {len(context.rationales)} rationales for {user.user_id} ({context.model_id}):")
+        print(context_heading(context, len(user.references)))
         for r in context.rationales:
             print(f"  {r.reference_index}. {r.text}")
     return pig, context, renderer, embedder
+
+
+def context_heading(context, n_references: int) -> str:
+    """The console's line above a user's rationales; it says when `context_references` left older choices out."""
+    window = ""
+    if len(context.rationales) < n_references:
+        window = f", from the most recent of {n_references} choices (--context_references 0 reads all)"
+    return f"[context] {len(context.rationales)} rationales for {context.user_id} ({context.model_id}){window}:"
 
 
 def build_population_stack(args: PigArguments, users: list, device: str, state):

@@ -135,6 +135,16 @@ def test_a_context_window_reads_the_most_recent_references(backend, tmp_path, de
         JudgeSettings(context_references=-1)
 
 
+def test_the_console_says_when_a_window_leaves_choices_out():
+    from rl.reward_stack import context_heading
+
+    context = _split_context()
+    assert context_heading(context, 4) == "[context] 4 rationales for u (m):"
+    assert context_heading(context, 24) == (
+        "[context] 4 rationales for u (m), from the most recent of 24 choices (--context_references 0 reads all):"
+    )
+
+
 class RecordingJudge:
     """Wraps the tiny judge backend, keeping the conversations it was asked to judge."""
 
