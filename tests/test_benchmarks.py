@@ -142,3 +142,14 @@ def test_judge_injection_prints_every_condition_per_judge(tiny_models, capsys):
     with pytest.raises(SystemExit):
         injection.main(["--pairs", "0"])
     assert "--pairs 0" in capsys.readouterr().err
+
+
+def test_nearest_same_kind_prints_a_share_per_k(tiny_models, capsys):
+    nearest = load_benchmark("nearest_same_kind")
+    nearest.main(["--references", "4", "--nearest", "1,4", "--users", "1", "--embedder", tiny_models["minilm"]])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| 4 |")]
+    assert [r[1] for r in rows] == ["training", "held-out"]
+    # with K = all four choices, half are about each kind (the choices alternate between round and angular)
+    assert all(0.0 <= float(r[2]) <= 1.0 and float(r[3].rstrip(" |")) == 0.5 for r in rows)
+    with pytest.raises(SystemExit, match="--nearest '0'"):
+        nearest.main(["--nearest", "0"])
