@@ -8,7 +8,7 @@ share of the K choices whose prompts are nearest a prompt (`reward.context.Neare
 
 The judge reads a subject-dependent taste from these K rationales; a share well below 1 mixes the two tastes.
 Prompts: the training prompts and the held-out wordings (`localmodels.demo_user`); the subject of each is read from
-its words (measurement only).
+its words (`rl.ground_truth.subject_of`, measurement only).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ def same_kind_shares(embedder, n_references: int, nearest: list[int], prompts: l
     from localmodels import oracle, world
     from localmodels.demo_user import parse_taste_spec
     from reward.context import NearestRationales, Rationale
+    from rl.ground_truth import subject_of
 
     selection = NearestRationales(embedder)
     taste = parse_taste_spec("palette=warm/cool:1.0")
-    groups = [world.subject_group(next(s for s in world.SUBJECTS if s in p)) for p in prompts]
+    groups = [world.subject_group(subject_of(p)) for p in prompts]
     shares: dict[int, list[bool]] = {k: [] for k in nearest}
     for seed in range(users):
         rng = np.random.default_rng(seed)
