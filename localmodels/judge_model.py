@@ -406,6 +406,26 @@ def _collate(processor, batch: list[dict]) -> dict:
     return enc
 
 
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, steps: int, seed: int, mega: int = 50
+) -> list[list[int]]:
+    """`steps` batches of indices into `lengths`: each pass over the data is shuffled, cut into mega-batches of
+    `mega` batches, each sorted by length and cut into batches, and the batches of a pass are shuffled (as
+    transformers' `LengthGroupedSampler`). Every example is used once per pass; deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    batches: list[list[int]] = []
+    while len(batches) < steps:
+        order = rng.permutation(len(lengths))
+        chunk = batch_size * mega
+        epoch = []
+        for start in range(0, len(order), chunk):
+            group = sorted(order[start : start + chunk].tolist(), key=lambda i: lengths[i], reverse=True)
+            epoch += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        epoch = [b for b in epoch if len(b) == batch_size]  # a short tail batch would weigh its examples more
+        batches += [epoch[i] for i in rng.permutation(len(epoch))]
+    return batches[:steps]
+
+
 def train(
     out: str | Path,
     steps: int = 1500,
@@ -418,8 +438,13 @@ def train(
     vision_steps: int = 1500,
     vision_scenes: int = 16000,
     layers: int = 4,
+    group_by_length: bool = False,
 ) -> dict:
     """Build the tokenizer and the model, distil the teacher, evaluate, and save to `out` (atomically).
+
+    `group_by_length`: batches of examples of similar length (`length_grouped_batches`) instead of a plain shuffle,
+    so a batch pads less (a random batch of 32 pads to 1.65x its real tokens: reasoner answers are ~53 tokens, chain
+    of thought verdicts ~180).
 
     `n_examples` is 24000, four times the 6000 of recipe v3, at the same 1500 steps of 32 (two passes over the data,
     not eight): with 6000 the judge read frost's context (cool 3 votes to 1) as no palette taste (0.39 warm where the
@@ -434,6 +459,7 @@ def train(
     torch.manual_seed(seed)
     started = time.time()
     examples = make_examples(n_examples, seed, extra_images)
+    phases = {"examples_seconds": round(time.time() - started, 1)}
     corpus = [t for e in examples for t in _texts_of(e)]
     tokenizer = train_tokenizer(corpus)
     image_processor = build_image_processor()
@@ -443,7 +469,9 @@ def train(
     scene_rng = np.random.default_rng(seed + 77)
     fresh = [world.draw_scene(world.sample_scene(scene_rng), IMAGE_SIZE) for _ in range(vision_scenes)]
     pool = [im for e in examples for im in _example_images(e)] + [im for _, im in extra_images or []] + fresh
+    mark = time.time()
     vision_mse = pretrain_vision(model, image_processor, pool, steps=vision_steps, seed=seed, progress=progress)
+    phases["vision_seconds"] = round(time.time() - mark, 1)
     out = Path(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     save_checkpoint(model, tokenizer, image_processor, tmp)
@@ -459,13 +487,18 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
-    order = np.random.default_rng(seed).permutation(len(encoded))
+    if group_by_length:
+        lengths = [len(ids) for ids in processor.tokenizer([e["text"] for e in encoded])["input_ids"]]
+        batches = length_grouped_batches(lengths, batch_size, steps, seed)
+    else:
+        order = np.random.default_rng(seed).permutation(len(encoded))
+        batches = [[order[(step * batch_size + j) % len(order)] for j in range(batch_size)] for step in range(steps)]
     model.train()
     losses = []
+    mark = time.time()
     bar = tqdm(range(steps), desc="tiny PIGReward SFT", disable=not progress)
     for step in bar:
-        idx = [order[(step * batch_size + j) % len(order)] for j in range(batch_size)]
-        batch = _collate(processor, [encoded[i] for i in idx])
+        batch = _collate(processor, [encoded[i] for i in batches[step]])
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -475,11 +508,14 @@ def train(
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+    phases["sft_seconds"] = round(time.time() - mark, 1)
     model.eval()
     processor.tokenizer.padding_side = "left"
     save_checkpoint(model, tokenizer, image_processor, tmp)
     figures = {
         "train_seconds": round(time.time() - started, 1),
+        **phases,
+        "group_by_length": group_by_length,
         "final_loss": float(np.mean(losses[-20:])),
         "vision_pretrain_mse": vision_mse,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -625,6 +661,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vision_steps", type=int, default=1500)
     parser.add_argument("--layers", type=int, default=4, help="Language-model layers (recipe v4: 4; 6 did worse).")
+    parser.add_argument("--group_by_length", action="store_true", help="Batches of examples of similar length.")
     a = parser.parse_args()
     figures = train(
         a.out,
@@ -634,6 +671,7 @@ def main() -> None:
         seed=a.seed,
         vision_steps=a.vision_steps,
         layers=a.layers,
+        group_by_length=a.group_by_length,
     )
     print(json.dumps(figures, indent=2))
 

@@ -366,6 +366,24 @@ def truth_preferences(taste, pairs: list[Pair], images: dict, utilities: dict) -
     return [ground_truth.preference(u(a, p), u(b, p)) for p, a, b in pairs]
 
 
+def truth_by_kind(cells: Sequence[dict], comparisons: Sequence[tuple[str, str]], resamples: int = 1000) -> dict:
+    """`{comparison: {kind of subject: summary}}`: each comparison's ground truth over the cells of each kind of
+    subject (`rl.ground_truth.subject_kind`), for a taste that depends on what is drawn. A fixed suffix can be right
+    for one kind only; this shows where a rewriter wins and where it ties."""
+    kinds: dict[str, list[dict]] = {}
+    for cell in cells:
+        kind = ground_truth.subject_kind(cell["prompt"])
+        if kind is not None:
+            kinds.setdefault(kind, []).append(cell)
+    return {
+        f"{a}_vs_{b}": {
+            kind: summarize([c.get(f"{a}_vs_{b}", {}).get("ground_truth") for c in group], resamples)
+            for kind, group in sorted(kinds.items())
+        }
+        for a, b in comparisons
+    }
+
+
 def judge_preferences(pig, context, pairs: list[Pair], images: dict) -> list[float | None]:
     """PIGReward's preference for A in every pair under `context` (both orders when so configured), one batch."""
     comparisons = pig.compare(
@@ -579,6 +597,8 @@ def evaluate(pig_args: PigArguments, eval_args: EvalArguments) -> dict:
             warning = precision_warning(f"{a} vs {b}", summary[comparison], greedy=decoding == "greedy")
             if warning:
                 warnings.append(warning)
+        if taste is not None and taste.by_subject:
+            summary["truth_by_kind"] = truth_by_kind(cells, comparisons, eval_args.bootstrap)
         for control in controls:
             summary.setdefault("context_drop", {})[control] = {
                 view: context_drop(cells, control, view, eval_args.bootstrap)
@@ -780,6 +800,9 @@ def print_report(results: dict) -> None:
                 f"rewrites with a repeated phrase or a stacked cue: base {summary['repeats_base']:.2f}, "
                 f"adapter {summary['repeats_adapter']:.2f}"
             )
+        for comparison, kinds in summary.get("truth_by_kind", {}).items():
+            shown = ", ".join(f"{kind} {format_summary(row)}" for kind, row in kinds.items() if row["cells"])
+            print(f"ground truth by kind of subject, {comparison.replace('_vs_', ' vs ')}: {shown}")
         for policy, groups in summary.get("pole_shares", {}).items():
             named = "; ".join(
                 f"{group}: " + ", ".join(f"{pole} {share:.2f}" for pole, share in shares.items() if share > 0)

@@ -39,6 +39,14 @@ def subject_of(prompt: str | None) -> str | None:
     return None if prompt is None else world.parse_caption(prompt)["subject"]
 
 
+def subject_kind(prompt: str | None) -> str | None:
+    """The group of `world.SUBJECT_GROUPS` a prompt's subject belongs to (`"a full moon"` -> `"round"`), or `None`."""
+    from localmodels import world
+
+    subject = subject_of(prompt)
+    return None if subject is None else world.subject_group(subject)
+
+
 def utility(taste, image, prompt: str | None = None) -> float:
     """The user's true utility of one image (weighted sum over their axes of how much the image has their pole).
 

@@ -121,11 +121,14 @@ def pig_cli(capsys, monkeypatch):
 
 
 def load_benchmark(name: str):
-    """A script of `benchmarks/` as a module (the folder is not a package)."""
+    """A script of `benchmarks/` as a module (the folder is not a package), registered as `benchmarks.<name>` so that
+    dataclasses in it resolve their annotations as in `python benchmarks/<name>.py`."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    qualified = f"benchmarks.{name}"
+    spec = importlib.util.spec_from_file_location(qualified, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
     spec.loader.exec_module(module)
     return module
 

@@ -153,3 +153,36 @@ def test_nearest_same_kind_prints_a_share_per_k(tiny_models, capsys):
     assert all(0.0 <= float(r[2]) <= 1.0 and float(r[3].rstrip(" |")) == 0.5 for r in rows)
     with pytest.raises(SystemExit, match="--nearest '0'"):
         nearest.main(["--nearest", "0"])
+
+
+def test_suffix_ceiling_compares_the_ideal_split_with_every_fixed_suffix(tiny_models, tmp_path, capsys):
+    """tidepool (warm for round subjects, cool for angular ones): the ideal rewrite names the pole of each prompt's
+    kind, both fixed suffixes are compared, and the rows carry one figure per kind of subject."""
+    ceiling = load_benchmark("suffix_ceiling")
+    argv = ["--user", "tidepool", "--renderer_model", tiny_models["sd"], "--runs_dir", str(tmp_path)]
+    ceiling.main([*argv, "--phrasings", "1", "--eval_images", "1", "--render_steps", "2"])
+    out = capsys.readouterr().out
+    counts = re.search(r"held-out prompts: (\d+) \((\d+) angular, (\d+) round\)", out)
+    total, angular, round_ = (int(c) for c in counts.groups())
+    assert total == angular + round_ == 3 * round_  # a third of the toy world's subjects are round
+    rows = [line for line in out.splitlines() if " vs " in line and "[" in line and not line.startswith("ceiling")]
+    assert [r.split("  ")[0] for r in rows] == [
+        "ideal split vs plain prompt",
+        "ideal split vs 'in warm tones'",
+        "ideal split vs 'in cool tones'",
+        "'in warm tones' vs plain prompt",
+        "'in cool tones' vs plain prompt",
+    ]
+    assert all(len(re.findall(r"\d\.\d\d \[", r)) == 3 for r in rows)  # all, angular, round
+    assert re.search(r"ceiling of any rewriter vs the best fixed suffix: \d\.\d\d \[", out)
+    from localmodels.demo_user import parse_taste_spec
+
+    two_axes = ceiling.fixed_choices(parse_taste_spec("light=bright:0.6,layout=busy/sparse:1.0"))
+    assert {ceiling.tail(c, 0) for c in two_axes} == {
+        "bright lighting, sparse composition",
+        "bright lighting, busy composition",
+        "dark lighting, sparse composition",
+        "dark lighting, busy composition",
+    }
+    with pytest.raises(SystemExit, match="--phrasings 4"):
+        ceiling.main([*argv, "--phrasings", "4"])

@@ -126,6 +126,22 @@ def test_truth_preferences_measure_each_image_once():
     assert len(utilities) == 6
 
 
+def test_truth_by_kind_splits_each_comparison_by_the_prompts_kind_of_subject():
+    from policy_eval.evaluate_policy import truth_by_kind
+
+    cells = [
+        {"prompt": "a full moon", "adapter_vs_suffix": {"ground_truth": 1.0}},
+        {"prompt": "a beach ball", "adapter_vs_suffix": {"ground_truth": 0.75}},
+        {"prompt": "a paper kite", "adapter_vs_suffix": {"ground_truth": 0.5}},
+        {"prompt": "an oak tree", "adapter_vs_suffix": {"ground_truth": None}},  # undecided: left out
+        {"prompt": "a lighthouse", "adapter_vs_suffix": {"ground_truth": 0.0}},  # no toy-world subject: left out
+    ]
+    kinds = truth_by_kind(cells, [("adapter", "suffix")], resamples=50)["adapter_vs_suffix"]
+    assert list(kinds) == ["angular", "round"]
+    assert kinds["round"]["preference"] == 0.875 and kinds["round"]["cells"] == 2
+    assert kinds["angular"]["preference"] == 0.5 and kinds["angular"]["cells"] == 1
+
+
 def test_matrix_floor_by_hand():
     from policy_eval.cross_user import matrix_floor
 

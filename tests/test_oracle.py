@@ -335,3 +335,21 @@ def test_distillation_examples_carry_text_addressed_to_the_judge_as_data():
     openers = [sanitize_user_text(o) for o in DISTRACTOR_OPENERS]  # as the template shows them
     share = np.mean([any(o in user_text(e) for o in openers) for e in default])
     assert 0.05 < share < 0.35  # about 0.1 of the judge examples twice over; none of the reasoner's
+
+
+def test_length_grouped_batches_use_every_example_once_per_pass_and_pad_less():
+    from localmodels.judge_model import length_grouped_batches
+
+    rng = np.random.default_rng(3)
+    lengths = rng.choice([53, 97, 180], size=640, p=[0.35, 0.15, 0.5]).tolist()  # the three tasks' mean lengths
+    batches = length_grouped_batches(lengths, batch_size=32, steps=40, seed=0, mega=5)
+    assert len(batches) == 40 and all(len(b) == 32 for b in batches)
+    first_pass = sorted(i for b in batches[:20] for i in b)
+    assert first_pass == list(range(640))  # 640 / 32 = 20 batches: each example exactly once
+    assert batches == length_grouped_batches(lengths, batch_size=32, steps=40, seed=0, mega=5)
+
+    def padding(bs) -> float:
+        return sum(max(lengths[i] for i in b) * len(b) for b in bs) / sum(lengths[i] for b in bs for i in b)
+
+    shuffled = [rng.permutation(640)[:32].tolist() for _ in range(40)]
+    assert padding(batches) < 1.15 < 1.4 < padding(shuffled)
