@@ -353,3 +353,21 @@ def test_length_grouped_batches_use_every_example_once_per_pass_and_pad_less():
 
     shuffled = [rng.permutation(640)[:32].tolist() for _ in range(40)]
     assert padding(batches) < 1.15 < 1.4 < padding(shuffled)
+
+
+def test_answer_loss_is_the_models_own_loss(tmp_path):
+    """The judge's SFT loss applies the output layer only where labels count, and equals `model(**batch).loss`."""
+    import torch
+
+    from localmodels import judge_model
+    from reward.backends import load_vlm_processor
+
+    examples = judge_model.make_examples(12, seed=0)
+    tokenizer = judge_model.train_tokenizer([t for e in examples for t in judge_model._texts_of(e)], vocab_size=600)
+    model = judge_model.build_model(tokenizer, hidden=32, layers=1, vision_depth=1)
+    judge_model.save_checkpoint(model, tokenizer, judge_model.build_image_processor(), tmp_path)
+    processor = load_vlm_processor(str(tmp_path))
+    batch = judge_model._collate(processor, [judge_model._encode(processor, e) for e in examples])
+    assert (batch["labels"] == -100).float().mean() > 0.5  # most positions are the prompt's
+    with torch.no_grad():
+        assert judge_model.answer_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
