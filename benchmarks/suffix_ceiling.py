@@ -85,12 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     subjects = [ground_truth.subject_of(p) for p in prompts]
     kinds = [ground_truth.subject_kind(p) for p in prompts]
     fixed = fixed_choices(taste)
+
+    def ordered(poles: dict[str, str]) -> dict[str, str]:
+        """The poles in the fixed suffixes' order of axes: the renderer reads an earlier cue more strongly."""
+        return {axis: poles[axis] for axis in taste.weights}
+
     names = {"ideal": None, **{tail(c, 0): c for c in fixed}}
 
     # texts[name][i][k]: the text of prompt i under policy `name`, phrasing k (the original repeats the prompt).
     texts = {"original": [[p] * args.phrasings for p in prompts]}
     texts["ideal"] = [
-        [f"{p}, {tail(taste.poles(s), k)}" for k in range(args.phrasings)] for p, s in zip(prompts, subjects)
+        [f"{p}, {tail(ordered(taste.poles(s)), k)}" for k in range(args.phrasings)] for p, s in zip(prompts, subjects)
     ]
     for name, choice in names.items():
         if choice is not None:
