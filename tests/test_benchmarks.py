@@ -186,3 +186,18 @@ def test_suffix_ceiling_compares_the_ideal_split_with_every_fixed_suffix(tiny_mo
     }
     with pytest.raises(SystemExit, match="--phrasings 4"):
         ceiling.main([*argv, "--phrasings", "4"])
+
+
+def test_judge_sft_step_times_the_three_ways_and_pads_less_by_length(capsys):
+    step = load_benchmark("judge_sft_step")
+    step.main(["--examples", "64", "--steps", "2", "--rounds", "1", "--batch_size", "8"])
+    rows = {
+        line[:28].strip(): line[28:].split()
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith(("full", "answer"))
+    }
+    assert list(rows) == ["full logits, shuffled", "answer logits, shuffled", "answer logits, by length"]
+    assert rows["full logits, shuffled"][1] == "1.00x"
+    assert float(rows["answer logits, by length"][2]) < float(rows["answer logits, shuffled"][2])
+    with pytest.raises(SystemExit):
+        step.main(["--examples", "4", "--steps", "2", "--batch_size", "8"])

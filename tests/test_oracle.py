@@ -370,4 +370,8 @@ def test_answer_loss_is_the_models_own_loss(tmp_path):
     batch = judge_model._collate(processor, [judge_model._encode(processor, e) for e in examples])
     assert (batch["labels"] == -100).float().mean() > 0.5  # most positions are the prompt's
     with torch.no_grad():
-        assert judge_model.answer_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
+        mean = judge_model.answer_loss(model, batch).item()
+        assert mean == pytest.approx(model(**batch).loss.item(), rel=1e-5)
+        counted = int((batch["labels"][:, 1:] != -100).sum())
+        # a constant denominator: the summed loss over the tokens counted, whatever the batch holds
+        assert judge_model.answer_loss(model, batch, per_batch_tokens=2.0 * counted).item() == pytest.approx(mean / 2)
