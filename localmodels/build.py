@@ -121,7 +121,7 @@ def build_renderer(folder: Path, minutes: float | None) -> dict:
 def build_judge(folder: Path, steps: int) -> dict:
     from localmodels import judge_model
 
-    return judge_model.train(folder, steps=steps, extra_images=_softened_scenes())
+    return judge_model.train(folder, steps=steps, extra_images=judge_model.softened_scenes())
 
 
 def build_clip(folder: Path) -> dict:
@@ -134,29 +134,6 @@ def build_tiny(folder: Path) -> dict:
     from localmodels.tiny import build_tiny_models
 
     return build_tiny_models(folder)
-
-
-def _softened_scenes(n: int = 1024, seed: int = 123) -> list[tuple]:
-    """`(subject, image)`: drawn scenes softened like a small diffusion model's outputs, for the judge's pairs.
-
-    The judge has to read rendered images, which are softer than drawn ones. These stand in for renderer samples so
-    the judge's build does not depend on the renderer's weights (both builds stay reproducible on their own, and can
-    run side by side); the teacher labels them from their own pixels like any other image.
-    """
-    import numpy as np
-    from PIL import Image, ImageFilter
-
-    from localmodels import world
-
-    rng = np.random.default_rng(seed)
-    images = []
-    for _ in range(n):
-        scene = world.sample_scene(rng)
-        image = world.draw_scene(scene, 32).filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.2)))
-        noise = rng.normal(0.0, rng.uniform(0.0, 8.0), size=(32, 32, 3))
-        pixels = np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
-        images.append((scene.subject, Image.fromarray(pixels, mode="RGB")))
-    return images
 
 
 def selected(only: list[str], force: list[str]) -> list[str]:

@@ -147,6 +147,26 @@ def sample_nearest_context(user: oracle.SyntheticUser, rng, subject: str) -> lis
     return rationales
 
 
+def softened_scenes(n: int = 1024, seed: int = 123) -> list[tuple]:
+    """`(subject, image)`: drawn scenes softened like a small diffusion model's outputs, for the judge's pairs.
+
+    The judge has to read rendered images, which are softer than drawn ones. These stand in for renderer samples so
+    the judge's build does not depend on the renderer's weights (both builds stay reproducible on their own, and can
+    run side by side); the teacher labels them from their own pixels like any other image.
+    """
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        scene = world.sample_scene(rng)
+        image = world.draw_scene(scene, 32).filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.2)))
+        noise = rng.normal(0.0, rng.uniform(0.0, 8.0), size=(32, 32, 3))
+        pixels = np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+        images.append((scene.subject, Image.fromarray(pixels, mode="RGB")))
+    return images
+
+
 def _pair_images(rng, subject: str) -> tuple[Image.Image, Image.Image]:
     scenes = [world.sample_scene(rng) for _ in range(2)]
     return tuple(
@@ -688,11 +708,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4, help="Language-model layers (recipe v4: 4; 6 did worse).")
     parser.add_argument("--group_by_length", action="store_true", help="Batches of examples of similar length.")
     a = parser.parse_args()
-    from localmodels.build import _softened_scenes
-
     figures = train(
         a.out,
-        extra_images=_softened_scenes(),  # as `python -m localmodels.build` does
+        extra_images=softened_scenes(),  # as `python -m localmodels.build` does
         steps=a.steps,
         batch_size=a.batch_size,
         n_examples=a.examples,
