@@ -234,8 +234,19 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
 
     # 0. Every user's context, built once by the configured reasoner and cached: the judge reads user j's for column
     # j, and the population model reads user i's for row i.
-    pig = build_pigreward(pig_args, device) if args.judge or population is not None else None
+    embedder = None
+    if population is not None and infos[0].context_nearest:  # picks each prompt's nearest rationales, as training did
+        from reward.similarity import TextEmbedder
+
+        embedder = TextEmbedder(pig_args.fidelity_model, device=device)
+    pig = build_pigreward(pig_args, device, embedder) if args.judge or population is not None else None
     contexts = [pig.build_context(u, rebuild=pig_args.rebuild_context) for u in users] if pig is not None else None
+    # What the population model reads for each prompt in row i: user i's rationales, or, for a model trained with
+    # --context_nearest K, the K nearest each prompt (as in training, `pig evaluate` and `pig rewrite`).
+    policy_contexts = None
+    if population is not None:
+        nearest = infos[0].context_nearest
+        policy_contexts = [pig.rationales_for(prompts, c, nearest) if nearest else c.texts for c in contexts]
     if not args.judge:
         pig = None  # built only for the population model's contexts: nothing is judged
         free_accelerator_memory()
@@ -245,8 +256,8 @@ def cross_user_matrix(pig_args: PigArguments, args: MatrixArguments) -> dict:
     rewriter = PromptRewriter(adapters[0], device=device)  # its adapter is PEFT's "default"
     rewrites = []
     if population is not None:
-        for context in contexts:
-            rewrites.append(rewrite_prompts(rewriter, prompts, "sampled", samples, seed, context=context.texts))
+        for context in policy_contexts:
+            rewrites.append(rewrite_prompts(rewriter, prompts, "sampled", samples, seed, context=context))
     else:
         names = ["default", *(f"adapter_{i}" for i in range(1, n_users))]
         for name, path in zip(names[1:], adapters[1:]):

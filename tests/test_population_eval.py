@@ -305,6 +305,34 @@ def test_population_matrix_gives_row_i_user_is_context(tiny_models, world, tmp_p
     assert (out / "matrix.png").stat().st_size > 0
 
 
+def test_population_matrix_gives_a_model_trained_on_nearest_rationales_the_nearest(tiny_models, world, tmp_path):
+    """A population model trained with --context_nearest K reads, in row i, the K rationales of user i nearest each
+    prompt, as in training and `pig evaluate` (not user i's whole context)."""
+    from policies.rewriter import AdapterInfo, PromptRewriter
+    from policy_eval.cross_user import main
+    from reward.context import NearestRationales
+    from reward.similarity import TextEmbedder
+    from reward.users import load_user
+
+    model = tmp_path / "nearest"
+    shutil.copytree(world["population"], model)
+    info = AdapterInfo.load(model)
+    info.context_nearest = 1
+    info.context_source = {**info.context_source, "prompt_embedder": tiny_models["minilm"]}
+    info.save(model)
+    users = ["alpha", "beta"]
+    argv = _argv(tiny_models, world, "--users", *users, "--population_model", str(model), "--judge", "false")
+    assert main([*argv, "--out", str(tmp_path / "matrix")]) == 0
+    results = json.loads((tmp_path / "matrix" / "matrix.json").read_text())
+    pig, nearest = _reasoner(tiny_models, world["runs"]), NearestRationales(TextEmbedder(tiny_models["minilm"]))
+    rewriter = PromptRewriter(model)
+    for user_id in users:
+        context = pig.build_context(load_user(str(world["users_dir"] / user_id)))
+        read = nearest.select(PROMPTS, context, 1)
+        assert all(len(r) == 1 for r in read) and read != [CONTEXTS[user_id]] * len(PROMPTS)
+        assert results["rewrites"][user_id] == _sampled(rewriter, read, 2), user_id
+
+
 def test_population_matrix_refuses_what_it_cannot_compare(tiny_models, world):
     from common.errors import AdapterError, ConfigError
     from policy_eval.cross_user import cross_user_matrix, parse_args
