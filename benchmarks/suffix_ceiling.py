@@ -90,16 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         """The poles in the fixed suffixes' order of axes: the renderer reads an earlier cue more strongly."""
         return {axis: poles[axis] for axis in taste.weights}
 
-    names = {"ideal": None, **{tail(c, 0): c for c in fixed}}
+    suffixes = {tail(c, 0): c for c in fixed}  # named by their first phrasing
 
     # texts[name][i][k]: the text of prompt i under policy `name`, phrasing k (the original repeats the prompt).
     texts = {"original": [[p] * args.phrasings for p in prompts]}
     texts["ideal"] = [
         [f"{p}, {tail(ordered(taste.poles(s)), k)}" for k in range(args.phrasings)] for p, s in zip(prompts, subjects)
     ]
-    for name, choice in names.items():
-        if choice is not None:
-            texts[name] = [[f"{p}, {tail(choice, k)}" for k in range(args.phrasings)] for p in prompts]
+    for name, choice in suffixes.items():
+        texts[name] = [[f"{p}, {tail(choice, k)}" for k in range(args.phrasings)] for p in prompts]
     seeds = image_seeds(args.eval_seed, prompts, args.eval_images)
     renderer = Renderer.from_args(pig_args, resolve_device("auto"))
     keys = [(t, s) for rows in texts.values() for row, ss in zip(rows, seeds) for t in row for s in ss]
@@ -138,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{g + ' (' + format(share[g], '.2f') + ')':>18s}" for g in groups
     )
     print(header)
-    rows = [("ideal", "original")] + [("ideal", n) for n in names if n != "ideal"]
-    rows += [(n, "original") for n in names if n != "ideal"]
+    rows = [("ideal", "original"), *(("ideal", n) for n in suffixes), *((n, "original") for n in suffixes)]
     best, best_vs_original = None, -1.0
     for a, b in rows:
         overall = summarize(cells(a, b))
