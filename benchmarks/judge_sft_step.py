@@ -53,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     model.train()
 
-    lengths = [len(ids) for ids in processor.tokenizer([e["text"] for e in encoded])["input_ids"]]
-    answers = processor.tokenizer([e["answer"] + "<|im_end|>" for e in examples])["input_ids"]
-    per_batch_tokens = args.batch_size * float(np.mean([len(ids) for ids in answers]))
+    lengths = [len(ids) for ids in processor.tokenizer([e["text"] for e in encoded])["input_ids"]]  # for padding
+    grouped, per_batch_tokens = judge_model.grouped_plan(
+        processor, examples, encoded, args.batch_size, args.steps, args.seed
+    )
     rng = np.random.default_rng(args.seed)
     shuffled = [rng.permutation(len(encoded))[: args.batch_size].tolist() for _ in range(args.steps)]
-    grouped = judge_model.length_grouped_batches(lengths, args.batch_size, args.steps, args.seed)
     ways = {
         "full logits, shuffled": (shuffled, lambda batch: model(**batch).loss),
         "answer logits, shuffled": (shuffled, lambda batch: judge_model.answer_loss(model, batch)),

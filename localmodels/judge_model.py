@@ -467,6 +467,17 @@ def length_grouped_batches(
     return batches[:steps]
 
 
+def grouped_plan(
+    processor, examples: list[dict], encoded: list[dict], batch_size: int, steps: int, seed: int
+) -> tuple[list[list[int]], float]:
+    """Batches grouped by length (`length_grouped_batches`, by each encoded text's tokens) and the answer tokens of
+    an average batch (the labels that count: the answer and <|im_end|>), for `answer_loss(per_batch_tokens=...)`."""
+    lengths = [len(ids) for ids in processor.tokenizer([e["text"] for e in encoded])["input_ids"]]
+    answers = processor.tokenizer([e["answer"] + "<|im_end|>" for e in examples])["input_ids"]
+    per_batch_tokens = batch_size * float(np.mean([len(ids) for ids in answers]))
+    return length_grouped_batches(lengths, batch_size, steps, seed), per_batch_tokens
+
+
 def train(
     out: str | Path,
     steps: int = 1500,
@@ -530,11 +541,7 @@ def train(
     )
     per_batch_tokens = None
     if group_by_length:
-        lengths = [len(ids) for ids in processor.tokenizer([e["text"] for e in encoded])["input_ids"]]
-        batches = length_grouped_batches(lengths, batch_size, steps, seed)
-        # the answer tokens (the labels that count: the answer and <|im_end|>) of an average batch
-        answers = processor.tokenizer([e["answer"] + "<|im_end|>" for e in examples])["input_ids"]
-        per_batch_tokens = batch_size * float(np.mean([len(ids) for ids in answers]))
+        batches, per_batch_tokens = grouped_plan(processor, examples, encoded, batch_size, steps, seed)
     else:
         order = np.random.default_rng(seed).permutation(len(encoded))
         batches = [[order[(step * batch_size + j) % len(order)] for j in range(batch_size)] for step in range(steps)]

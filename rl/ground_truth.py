@@ -101,11 +101,7 @@ def pole_shares(rewrites: Sequence[str], prompts: Sequence[str]) -> dict[str, di
 
     out: dict[str, dict[str, float]] = {}
     for group in world.SUBJECT_GROUPS:
-        rows = [
-            world.parse_caption(r)
-            for r, p in zip(rewrites, prompts)
-            if (s := subject_of(p)) is not None and world.subject_group(s) == group
-        ]
+        rows = [world.parse_caption(r) for r, p in zip(rewrites, prompts) if subject_kind(p) == group]
         if rows:
             out[group] = {
                 pole: sum(row[axis] == pole for row in rows) / len(rows)
