@@ -147,8 +147,9 @@ def _argv(tiny_models, root, *extra) -> list[str]:
     ]
 
 
-def _cache_contexts(tiny_models, root, users_dir) -> dict[str, str]:
-    """Write CONTEXTS into the context cache under the keys training computes; returns each user's formatted block."""
+def _cache_contexts(tiny_models, root, users_dir, contexts=CONTEXTS) -> dict[str, str]:
+    """Write `contexts` into the context cache under the keys training computes; returns each user's formatted
+    block."""
     from reward import context as ctx
     from reward.templates import format_context
     from reward.users import load_user
@@ -156,7 +157,7 @@ def _cache_contexts(tiny_models, root, users_dir) -> dict[str, str]:
     from rl.reward_stack import build_pigreward
 
     pig = build_pigreward(PigArguments(judge_model=tiny_models["vlm"], runs_dir=str(root / "runs")), "cpu")
-    for user_id, texts in CONTEXTS.items():
+    for user_id, texts in contexts.items():
         user = load_user(str(users_dir / user_id))
         rationales = [ctx.Rationale(i, r.prompt, t) for i, (r, t) in enumerate(zip(user.references, texts))]
         context = ctx.new_context(
@@ -170,7 +171,7 @@ def _cache_contexts(tiny_models, root, users_dir) -> dict[str, str]:
         )
         assert context.key == pig.context_key(user)
         ctx.save(context, root / "runs")
-    return {user_id: format_context(texts) for user_id, texts in CONTEXTS.items()}
+    return {user_id: format_context(texts) for user_id, texts in contexts.items()}
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +356,103 @@ def test_rewrite_without_any_adapter_names_both_ways_to_train_one(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no population model .* either.*--user newcomer.*--population"):
         main(["--user", "newcomer", "--runs_dir", str(tmp_path), "a sun"])
+
+
+# ------------------------------------------------------------------------------ the warm start from contexts
+# Rationales as the toy world's reasoner writes them: alpha asks for warm round subjects and cool angular ones, beta
+# for dark light whatever the subject.
+ROUND, ANGULAR = "This choice was about a round subject. ", "This choice was about an angular subject. "
+TEACHER_CONTEXTS = {
+    "alpha": [
+        ROUND + "This user favours a warm palette of orange and red over cool blues.",
+        ROUND + "The user prefers warm colours: they chose the image with red, orange and golden tones.",
+        ANGULAR + "This user favours a cool palette of blue and purple over warm oranges.",
+        ANGULAR + "The user prefers cool colours: they chose the blue and teal image over the warmer one.",
+    ],
+    "beta": [
+        ROUND + "This user likes dim, night-like images rather than bright ones.",
+        ANGULAR + "This user likes dim, night-like images rather than bright ones.",
+        ANGULAR + "This user likes dim, night-like images rather than bright ones.",
+    ],
+}
+
+
+def _names(text: str, axis: str, pole: str) -> bool:
+    from localmodels import world
+
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    return any(w in words for w in world.STYLE_WORDS[(axis, pole)])
+
+
+@pytest.fixture(scope="module")
+def warm_start(tiny_models, tmp_path_factory):
+    """`python -m localmodels.population_sft` (2 steps) over alpha and beta, gamma held out by the manifest."""
+    from localmodels import population_sft
+
+    root = tmp_path_factory.mktemp("warm_start")
+    users_dir = _write_users(
+        root / "users", ["alpha", "beta", "gamma"], {"train": ["alpha", "beta"], "heldout": ["gamma"]}
+    )
+    _cache_contexts(tiny_models, root, users_dir, {**TEACHER_CONTEXTS, "gamma": CONTEXTS["gamma"]})
+    out = root / "warmstart"
+    population_sft.main(
+        [
+            *("--population", str(users_dir), "--context_nearest", "0", "--out", str(out)),
+            *("--runs_dir", str(root / "runs"), "--steps", "2", "--batch_size", "2"),
+            *("--base_model", tiny_models["policy"], "--judge_model", tiny_models["vlm"]),
+            *("--fidelity_model", tiny_models["minilm"]),
+        ]
+    )
+    return dict(root=root, users_dir=users_dir, out=out)
+
+
+def test_the_warm_start_writes_what_each_context_asks_for_per_kind_of_subject(warm_start, tiny_models):
+    from localmodels import population_sft, world
+    from policies.rewriter import CONTEXT_HEADER
+
+    pig, contexts = population_sft.build_contexts(
+        str(warm_start["users_dir"]),
+        0,
+        str(warm_start["root"] / "runs"),
+        {"judge_model": tiny_models["vlm"], "judge_batch_size": 4, "context_references": 8,
+         "fidelity_model": tiny_models["minilm"]},
+    )  # fmt: skip
+    assert sorted(contexts) == ["alpha", "beta"]  # the held-out user is never in the corpus
+    rows, counts = population_sft.corpus(pig, contexts, 120, seed=0)
+    assert counts["examples"] == len(rows) == 120
+    checked = {"round": 0, "angular": 0, "dark": 0}
+    for row in rows:
+        system, prompt = row["prompt"][0]["content"], row["prompt"][1]["content"]
+        target = row["completion"][0]["content"]
+        assert target.startswith(prompt + ", ") or target == prompt
+        owner = "alpha" if TEACHER_CONTEXTS["alpha"][0] in system else "beta"
+        assert system.split(CONTEXT_HEADER)[1].count("\n") == len(TEACHER_CONTEXTS[owner])  # the whole context
+        subject = next((s for s in world.SUBJECTS if re.search(rf"\b{s}\b", prompt)), None)
+        if owner == "beta":
+            assert _names(target, "light", "dark") and not _names(target, "light", "bright"), (prompt, target)
+            checked["dark"] += 1
+        elif subject is not None:
+            group = world.subject_group(subject)
+            pole, other = ("warm", "cool") if group == "round" else ("cool", "warm")
+            assert _names(target, "palette", pole) and not _names(target, "palette", other), (prompt, target)
+            checked[group] += 1
+        else:  # a subject outside the toy world: its kind is unknown, so the split axis is not asked for
+            assert not _names(target, "palette", "warm") and not _names(target, "palette", "cool"), target
+    assert min(checked.values()) >= 5, checked
+    assert counts["palette=warm"] == checked["round"] and counts["light=dark"] == checked["dark"]
+
+
+def test_the_warm_start_is_a_population_adapter_that_rl_can_start_from(warm_start, tiny_models):
+    from policies.rewriter import CONTEXT_FORMAT, AdapterInfo, PromptRewriter, check_adapter_fits
+
+    adapter = warm_start["out"] / "adapter"
+    info = AdapterInfo.load(adapter)
+    assert info.user_id == "population" and info.trainer == "sft" and info.context_format == CONTEXT_FORMAT
+    assert info.base_model == tiny_models["policy"] and info.context_nearest == 0 and info.trained_steps == 2
+    figures = json.loads((warm_start["out"] / "population_sft.json").read_text())
+    assert figures["users"] == ["alpha", "beta"] and figures["targets"]["examples"] == 4
+    rewriter = PromptRewriter(adapter)
+    check_adapter_fits(adapter, rewriter.model.get_base_model(), tiny_models["policy"])
+    lora_b = [p for n, p in rewriter.model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained: PEFT initialises lora_B at zero
+    assert len(rewriter.rewrite(["a sun"], context=TEACHER_CONTEXTS["beta"])) == 1
