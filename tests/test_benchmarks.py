@@ -201,3 +201,26 @@ def test_judge_sft_step_times_the_three_ways_and_pads_less_by_length(capsys):
     assert float(rows["answer logits, by length"][2]) < float(rows["answer logits, shuffled"][2])
     with pytest.raises(SystemExit):
         step.main(["--examples", "4", "--steps", "2", "--batch_size", "8"])
+
+
+def test_context_evidence_counts_what_each_reading_gets_right_and_wrong():
+    evidence = load_benchmark("context_evidence").evidence
+    wanted = [{"palette": "warm", "layout": "sparse"}] * 4
+    readings = [
+        {"palette": "warm", "layout": "sparse"},  # all of it
+        {"palette": "warm", "light": "dark"},  # half of it, and a cue the user does not weigh
+        {"palette": "cool"},  # the opposite pole
+        {},  # nothing
+    ]
+    assert evidence(readings, wanted) == {"recall": (1 + 0.5 + 0 + 0) / 4, "false_cue": 2 / 4, "nothing": 1 / 4}
+
+
+def test_context_evidence_prints_a_row_per_user_and_k(tiny_models, tmp_path, capsys):
+    bench = load_benchmark("context_evidence")
+    argv = ["--users", "tidepool", "demo", "--runs_dir", str(tmp_path), "--judge_model", tiny_models["vlm"]]
+    assert bench.main([*argv, "--fidelity_model", tiny_models["minilm"], "--nearest", "0,3"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("tidepool ", "demo "))]
+    assert [(r[0], r[-4]) for r in rows] == [("tidepool", "0"), ("tidepool", "3"), ("demo", "0"), ("demo", "3")]
+    assert all(0.0 <= float(x) <= 1.0 for r in rows for x in r[-3:])
+    with pytest.raises(SystemExit):
+        bench.main([*argv, "--nearest", "-1"])
