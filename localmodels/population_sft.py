@@ -195,8 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.context_nearest < 0 or args.steps < 1:
         parser.error("--context_nearest must be >= 0 and --steps >= 1")
-    torch.set_num_threads(args.torch_threads)
     out = Path(args.out)
+    if (out / "adapter").exists():
+        parser.error(f"{out / 'adapter'} exists: pass another --out, or delete that folder to build it again")
+    torch.set_num_threads(args.torch_threads)
     recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     recipe.update(
         {k: getattr(args, k) for k in ("model_name_or_path", "judge_model", "fidelity_model") if getattr(args, k)}

@@ -456,3 +456,13 @@ def test_the_warm_start_is_a_population_adapter_that_rl_can_start_from(warm_star
     lora_b = [p for n, p in rewriter.model.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained: PEFT initialises lora_B at zero
     assert len(rewriter.rewrite(["a sun"], context=TEACHER_CONTEXTS["beta"])) == 1
+
+
+def test_the_warm_start_never_overwrites_an_adapter(warm_start, capsys):
+    from localmodels import population_sft
+
+    before = (warm_start["out"] / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(SystemExit):
+        population_sft.main(["--population", str(warm_start["users_dir"]), "--out", str(warm_start["out"])])
+    assert "exists: pass another --out" in capsys.readouterr().err
+    assert (warm_start["out"] / "adapter" / "adapter_model.safetensors").read_bytes() == before
