@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from localmodels import oracle, world
-from localmodels.rewriter_sft import OTHER_SUBJECTS, source_prompt
+from localmodels.rewriter_sft import OTHER_SUBJECTS, sft_config, source_prompt
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml"
 """Where the policy, judge, embedder, LoRA shape and context window come from: the recipe training runs with."""
@@ -127,7 +127,7 @@ def train(rows: list[dict], out: Path, recipe: dict, steps: int, batch_size: int
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     started = time.time()
     torch.manual_seed(seed)
@@ -135,24 +135,7 @@ def train(rows: list[dict], out: Path, recipe: dict, steps: int, batch_size: int
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     work = Path(tempfile.mkdtemp(prefix="pig-pop-sft-"))
-    config = SFTConfig(
-        output_dir=str(work),
-        max_steps=steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(1, steps // 10),
-        logging_steps=10,
-        save_strategy="no",
-        report_to=[],
-        bf16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
-        completion_only_loss=True,
-        max_length=384,
-        seed=seed,
-        dataloader_num_workers=0,
-    )
+    config = sft_config(work, steps, batch_size, learning_rate, seed, max_length=384)
     peft_config = LoraConfig(
         r=recipe["lora_r"],
         lora_alpha=recipe["lora_alpha"],

@@ -138,6 +138,32 @@ def sft_corpus(n: int, seed: int = 0, exclude: set[str] | None = None) -> list[d
     return rows
 
 
+def sft_config(work: Path, steps: int, batch_size: int, learning_rate: float, seed: int, max_length: int):
+    """TRL's `SFTConfig` of the project's warm starts on CPU: cosine schedule with 10% warm-up, completion-only loss,
+    nothing saved by the trainer (the caller saves), no reporting."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(work),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 10),
+        logging_steps=10,
+        save_strategy="no",
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        completion_only_loss=True,
+        max_length=max_length,
+        seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
 def train(
     out: str | Path,
     base_model: str | Path,
@@ -156,7 +182,7 @@ def train(
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from localmodels.smollm2 import save_atomically
 
@@ -170,25 +196,7 @@ def train(
         model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
         dataset = Dataset.from_list(sft_corpus(steps * batch_size, seed, exclude))
         work = Path(tempfile.mkdtemp(prefix="pig-sft-"))
-        config = SFTConfig(
-            output_dir=str(work),
-            max_steps=steps,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            lr_scheduler_type="cosine",
-            warmup_steps=max(1, steps // 10),
-            logging_steps=10,
-            save_strategy="no",
-            report_to=[],
-            bf16=False,
-            use_cpu=True,
-            gradient_checkpointing=False,
-            completion_only_loss=True,
-            max_length=128,
-            seed=seed,
-            dataloader_num_workers=0,
-            disable_tqdm=False,
-        )
+        config = sft_config(work, steps, batch_size, learning_rate, seed, max_length=128)
         peft_config = LoraConfig(
             r=lora_r,
             lora_alpha=2 * lora_r,
