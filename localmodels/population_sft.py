@@ -135,7 +135,9 @@ def train(rows: list[dict], out: Path, recipe: dict, steps: int, batch_size: int
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     work = Path(tempfile.mkdtemp(prefix="pig-pop-sft-"))
-    config = sft_config(work, steps, batch_size, learning_rate, seed, max_length=384)
+    # Batches are padded to their longest row; the limit only truncates. A whole context of 8 rationales makes rows of
+    # up to ~420 tokens (384 cut 14% of them, completions included), so it sits far above any row here.
+    config = sft_config(work, steps, batch_size, learning_rate, seed, max_length=1024)
     peft_config = LoraConfig(
         r=recipe["lora_r"],
         lora_alpha=recipe["lora_alpha"],
