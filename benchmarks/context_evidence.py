@@ -35,15 +35,13 @@ def evidence(readings: list[dict[str, str]], wanted: list[dict[str, str]]) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
-
     from localmodels import oracle
-    from reward.pigreward import JudgeSettings, PIGReward
-    from reward.similarity import TextEmbedder
+    from localmodels.population_sft import recipe_pigreward
     from reward.users import load_user
     from rl import ground_truth
+    from rl.config import default_recipe
 
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml").read_text())
+    recipe = default_recipe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", nargs="+", required=True, help="sandbox user ids under --users_dir, or folders")
     parser.add_argument("--users_dir", default="users")
@@ -60,14 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if not nearest or min(nearest) < 0:
         parser.error(f"--nearest {args.nearest!r}: expected numbers >= 0")
 
-    pig = PIGReward.from_names(
-        judge=args.judge_model,
-        backend="transformers",
-        backend_kwargs={"device": "cpu", "dtype": "float32", "batch_size": recipe["judge_batch_size"]},
-        settings=JudgeSettings(context_references=args.context_references),
-        cache_dir=args.runs_dir,
-        prompt_embedder=TextEmbedder(args.fidelity_model, device="cpu"),
+    recipe.update(
+        judge_model=args.judge_model, fidelity_model=args.fidelity_model, context_references=args.context_references
     )
+    pig = recipe_pigreward(recipe, 0, args.runs_dir)
     prompts = list(ground_truth.HELDOUT_PROMPTS)
     subjects = [ground_truth.subject_of(p) for p in prompts]
     print(f"{len(prompts)} held-out prompts; reading: localmodels.oracle.read_context of the K nearest rationales")

@@ -98,17 +98,13 @@ def corpus(pig, contexts: dict, n: int, seed: int = 0, p_other: float = 0.15) ->
     return rows, counts
 
 
-def build_contexts(population: str, context_nearest: int, runs_dir: str, recipe: dict):
-    """The PIGReward of the recipe (reasoner, context window, nearest-rationale embedder) and the contexts of the
-    population's training users, read from the same cache training uses (built when missing)."""
-    from tqdm.auto import tqdm
-
+def recipe_pigreward(recipe: dict, context_nearest: int, runs_dir: str):
+    """PIGReward on CPU as `recipe` configures its reasoner (judge model, context window, prompt embedder), with
+    contexts cached under `runs_dir` as training caches them."""
     from reward.pigreward import JudgeSettings, PIGReward
     from reward.similarity import TextEmbedder
-    from reward.users import load_population
 
-    users, _heldout = load_population(population)
-    pig = PIGReward.from_names(
+    return PIGReward.from_names(
         judge=recipe["judge_model"],
         backend="transformers",
         backend_kwargs={"device": "cpu", "dtype": "float32", "batch_size": recipe["judge_batch_size"]},
@@ -116,6 +112,17 @@ def build_contexts(population: str, context_nearest: int, runs_dir: str, recipe:
         cache_dir=runs_dir,
         prompt_embedder=TextEmbedder(recipe["fidelity_model"], device="cpu"),
     )
+
+
+def build_contexts(population: str, context_nearest: int, runs_dir: str, recipe: dict):
+    """The PIGReward of the recipe (reasoner, context window, nearest-rationale embedder) and the contexts of the
+    population's training users, read from the same cache training uses (built when missing)."""
+    from tqdm.auto import tqdm
+
+    from reward.users import load_population
+
+    users, _heldout = load_population(population)
+    pig = recipe_pigreward(recipe, context_nearest, runs_dir)
     contexts = {u.user_id: pig.build_context(u) for u in tqdm(users, desc="contexts", unit="user")}
     return pig, contexts
 
