@@ -278,6 +278,15 @@ class PigArguments:
     init_adapter: str | None = field(
         default=None, metadata={"help": "Continue training from this LoRA adapter folder instead of a fresh LoRA."}
     )
+    policy_context_nearest: int | None = field(
+        default=None,
+        metadata={
+            "help": "For a policy that reads the user's context (--population, --policy_reads_context): the N "
+            "rationales nearest each prompt go into its chat (0: the whole context). Unset: what the judge reads "
+            "(--context_nearest). The judge's verdicts are cleanest on a few nearest rationales, and the policy "
+            "learns from the whole context what a few leave out."
+        },
+    )
     policy_reads_context: bool = field(
         default=False,
         metadata={
@@ -328,6 +337,11 @@ class PigArguments:
             raise ConfigError(f"repetition_weight must be >= 0, got {self.repetition_weight}.")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be 0 (automatic) or positive, got {self.torch_threads}.")
+        if self.policy_context_nearest is not None and self.policy_context_nearest < 0:
+            raise ConfigError(
+                f"policy_context_nearest must be 0 (the whole context), positive, or unset (the judge's "
+                f"--context_nearest), got {self.policy_context_nearest}."
+            )
         for name in ("context_references", "context_nearest", "lora_top_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (all) or positive, got {getattr(self, name)}.")
@@ -339,6 +353,12 @@ class PigArguments:
             raise ConfigError(f"judge_max_failed_batches must be >= 1, got {self.judge_max_failed_batches}.")
         if not -1.0 <= self.fidelity_floor <= 1.0:
             raise ConfigError(f"fidelity_floor is a cosine similarity in [-1, 1], got {self.fidelity_floor}.")
+
+    @property
+    def policy_nearest(self) -> int:
+        """How many rationales nearest each prompt a context-reading policy reads (0: the whole context):
+        `policy_context_nearest`, or the judge's `context_nearest` when it is unset."""
+        return self.context_nearest if self.policy_context_nearest is None else self.policy_context_nearest
 
 
 # ------------------------------------------------------------------------------------------- config file checks

@@ -274,8 +274,13 @@ def build_trainer(args: PigArguments, training_args, model_args):
     # 3. The dataset: one conversational prompt per (user, training prompt); `original_prompt` and `user_id` reach
     # the reward as kwargs (the environment judges each group under its user's context). A context-conditioned
     # policy reads the user's context (the reasoner's rationales, as text) in its chat; nothing else of the user.
-    # With --context_nearest, each prompt's chat holds the rationales the judge reads for that prompt.
-    read = {u.user_id: pig.rationales_for(u.training_prompts, contexts[u.user_id]) for u in users if reads_context}
+    # With --context_nearest K (and no --policy_context_nearest), each prompt's chat holds the K rationales the judge
+    # reads for that prompt; --policy_context_nearest sets the policy's own number (0: the whole context).
+    read = {
+        u.user_id: pig.rationales_for(u.training_prompts, contexts[u.user_id], args.policy_nearest)
+        for u in users
+        if reads_context
+    }
     dataset = Dataset.from_list(
         [
             {
@@ -348,7 +353,8 @@ def policy_reads_context(args: PigArguments) -> bool:
 
 def check_init_context(args: PigArguments) -> None:
     """A run started from a context-conditioned adapter keeps the chat it was trained with: the same number of nearest
-    rationales (`--context_nearest`), so the adapter is not handed a context of another shape.
+    rationales (`--policy_context_nearest`, else `--context_nearest`), so the adapter is not handed a context of
+    another shape. The judge's `--context_nearest` is free when `--policy_context_nearest` is given.
 
     Raises:
         ConfigError: the adapter read the K nearest rationales and this run gives it another number.
@@ -359,7 +365,8 @@ def check_init_context(args: PigArguments) -> None:
     if not args.init_adapter or not (Path(args.init_adapter) / ADAPTER_META).is_file():
         return
     info = AdapterInfo.load(args.init_adapter)
-    if info.needs_context and info.context_nearest != args.context_nearest:
+    if info.needs_context and info.context_nearest != args.policy_nearest:
+        flag = "--context_nearest" if args.policy_context_nearest is None else "--policy_context_nearest"
         raise ConfigError(
             f"--init_adapter {args.init_adapter} was trained reading "
             + (
@@ -367,8 +374,8 @@ def check_init_context(args: PigArguments) -> None:
                 if info.context_nearest
                 else "whole contexts"
             )
-            + f", and this run gives it --context_nearest {args.context_nearest}. Pass --context_nearest "
-            f"{info.context_nearest} (the judge reads the same), or start from a fresh LoRA."
+            + f", and this run gives it {flag} {args.policy_nearest}. Pass --policy_context_nearest "
+            f"{info.context_nearest} (the judge keeps its --context_nearest), or start from a fresh LoRA."
         )
 
 
@@ -491,9 +498,9 @@ def _context_fields(args: PigArguments, out_dir: Path) -> dict:
         "reasoner_template": context["template_id"],
         "reasoner_generation": context["generation"],
     }
-    if args.context_nearest:  # the rationales nearest each prompt, picked by this embedder
+    if args.policy_nearest:  # the rationales nearest each prompt, picked by this embedder
         source["prompt_embedder"] = args.fidelity_model
-    return {"context_format": CONTEXT_FORMAT, "context_source": source, "context_nearest": args.context_nearest}
+    return {"context_format": CONTEXT_FORMAT, "context_source": source, "context_nearest": args.policy_nearest}
 
 
 def _seen_fields(user, args: PigArguments) -> dict:
@@ -510,6 +517,15 @@ def _seen_fields(user, args: PigArguments) -> dict:
     }
 
 
+def _reading(args) -> str:
+    """How many rationales the policy and the judge read, for the plan."""
+
+    def n(k):
+        return "the whole context" if not k else f"the {k} rationales nearest each prompt"
+
+    return f": {n(args.policy_nearest)}; the judge reads {n(args.context_nearest)}"
+
+
 def _print_plan(state, args, training_args, model_args, users, heldout, reads_context) -> None:
     import torch
 
@@ -522,7 +538,7 @@ def _print_plan(state, args, training_args, model_args, users, heldout, reads_co
             f"population={args.population}: {len(users)} users, {rows} (user, prompt) rows"
             + (f"; {len(heldout)} held out by its manifest, never trained on" if heldout else "")
             + f"; algorithm={args.algorithm}\n"
-            "[plan] the policy reads each user's context (the reasoner's rationales) in its chat"
+            "[plan] the policy reads each user's context (the reasoner's rationales) in its chat" + _reading(args)
         )
     else:
         who = (
@@ -532,6 +548,7 @@ def _print_plan(state, args, training_args, model_args, users, heldout, reads_co
         if reads_context:
             who += (
                 f"\n[plan] the policy reads the user's context in its chat (--init_adapter {args.init_adapter} does)"
+                + _reading(args)
             )
     orders = 2 if args.judge_both_orders else 1
     if args.algorithm == "dpo":

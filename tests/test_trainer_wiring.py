@@ -96,7 +96,9 @@ def test_lora_top_layers_puts_the_lora_on_the_top_layers_only(tiny_models):
         top_layers_only(LoraConfig(r=4, target_modules=["q_proj"]), policy, total + 1)
 
 
-@pytest.mark.parametrize("name", ["context_references", "context_nearest", "lora_top_layers"])
+@pytest.mark.parametrize(
+    "name", ["context_references", "context_nearest", "policy_context_nearest", "lora_top_layers"]
+)
 def test_negative_windows_are_config_errors(name):
     """A negative `context_references` or `lora_top_layers` is refused where the config is read, naming the key."""
     from common.errors import ConfigError
@@ -106,10 +108,14 @@ def test_negative_windows_are_config_errors(name):
         PigArguments(user="demo", **{name: -1})
 
 
-def test_a_policy_that_reads_the_nearest_rationales_sees_those_of_its_prompts_nearest_choices(tiny_models, tmp_path):
+@pytest.mark.parametrize("policy_nearest", [None, "0"])
+def test_a_policy_that_reads_the_nearest_rationales_sees_those_of_its_prompts_nearest_choices(
+    tiny_models, tmp_path, policy_nearest
+):
     """`--policy_reads_context --context_nearest 2`: each training prompt's chat holds the rationales of the user's two
     choices whose prompts are nearest to it (MiniLM cosine, computed here on its own), and the adapter will record
-    that it reads them (`context_nearest`, the embedder), so that serving picks the same ones."""
+    that it reads them (`context_nearest`, the embedder), so that serving picks the same ones. With
+    `--policy_context_nearest 0` the judge still reads two, and the policy's chat holds the whole context."""
     import os
 
     from policies.rewriter import format_policy_context
@@ -119,19 +125,28 @@ def test_a_policy_that_reads_the_nearest_rationales_sees_those_of_its_prompts_ne
 
     os.environ.setdefault("WANDB_MODE", "disabled")
     argv = _tiny_argv(tiny_models, tmp_path, "--max_steps", "1", "--report_to", "none")
-    args, training_args, model_args = parse_args([*argv, "--policy_reads_context", "true", "--context_nearest", "2"])
+    argv = [*argv, "--policy_reads_context", "true", "--context_nearest", "2"]
+    if policy_nearest is not None:
+        argv += ["--policy_context_nearest", policy_nearest]
+    args, training_args, model_args = parse_args(argv)
     trainer, user = build_trainer(args, training_args, model_args)
+    assert trainer.reward_funcs[0].__self__.pig.settings.context_nearest == 2  # the judge reads two either way
     state = read_state(training_args.output_dir)["context"]
     rationales = [(r["prompt"], r["text"]) for r in state["rationales"]]
     embedder = TextEmbedder(tiny_models["minilm"])
     choices = embedder.embed([p for p, _ in rationales])
     rows = list(trainer.train_dataset)
     assert [row["original_prompt"] for row in rows] == user.training_prompts
+    fields = _context_fields(args, training_args.output_dir)
+    if policy_nearest == "0":
+        whole = format_policy_context([text for _, text in rationales])
+        assert len(rationales) > 2 and all(row["prompt"][0]["content"].endswith(whole) for row in rows)
+        assert fields["context_nearest"] == 0 and "prompt_embedder" not in fields["context_source"]
+        return
     for row in rows:
         system = row["prompt"][0]["content"]
         nearest = (embedder.embed([row["original_prompt"]]) @ choices.T)[0].topk(2).indices.tolist()
         assert system.endswith(format_policy_context([rationales[i][1] for i in sorted(nearest)]))
-    fields = _context_fields(args, training_args.output_dir)
     assert fields["context_nearest"] == 2 and fields["context_source"]["prompt_embedder"] == tiny_models["minilm"]
 
 
@@ -145,7 +160,13 @@ def test_a_run_from_a_context_reading_adapter_keeps_its_nearest_setting(tmp_path
     AdapterInfo("u", "base", "Rewrite.", 8, context_format=CONTEXT_FORMAT, context_nearest=2).save(tmp_path)
     argv = ["--user", "demo", "--runs_dir", str(tmp_path / "runs"), "--init_adapter", str(tmp_path)]
     args, _, _ = parse_args(argv, check_models=False)
-    with pytest.raises(ConfigError, match="Pass --context_nearest 2"):
+    with pytest.raises(ConfigError, match="Pass --policy_context_nearest 2"):
         check_init_context(args)
     args, _, _ = parse_args([*argv, "--context_nearest", "2"], check_models=False)
     check_init_context(args)
+    # the judge may read another number when the policy's own is given
+    args, _, _ = parse_args([*argv, "--context_nearest", "3", "--policy_context_nearest", "2"], check_models=False)
+    check_init_context(args)
+    args, _, _ = parse_args([*argv, "--context_nearest", "2", "--policy_context_nearest", "0"], check_models=False)
+    with pytest.raises(ConfigError, match="Pass --policy_context_nearest 2"):
+        check_init_context(args)
