@@ -283,8 +283,8 @@ class PigArguments:
         metadata={
             "help": "For a policy that reads the user's context (--population, --policy_reads_context): the N "
             "rationales nearest each prompt go into its chat (0: the whole context). Unset: what the judge reads "
-            "(--context_nearest). The judge's verdicts are cleanest on a few nearest rationales, and the policy "
-            "learns from the whole context what a few leave out."
+            "(--context_nearest). The judge's verdicts are cleanest on a few nearest rationales, which name less of "
+            "a taste than the whole context (docs/RESULTS.md)."
         },
     )
     policy_reads_context: bool = field(

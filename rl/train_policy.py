@@ -218,6 +218,11 @@ def build_trainer(args: PigArguments, training_args, model_args):
         users, heldout = [load_user(args.user, args.users_dir)], []
     user, prompts = users[0], users[0].training_prompts
     reads_context = policy_reads_context(args)  # a population model, or a run started from a context-conditioned one
+    if args.policy_context_nearest is not None and not reads_context:
+        raise ConfigError(
+            "--policy_context_nearest sets what a policy that reads the user's context is given, and this run's "
+            "policy reads none: add --policy_reads_context true (or train --population), or drop the flag."
+        )
     if reads_context and args.algorithm == "dpo":
         raise ConfigError(
             f"--init_adapter {args.init_adapter} reads the user's context, and the DPO route collects its pairs "
@@ -368,13 +373,8 @@ def check_init_context(args: PigArguments) -> None:
     if info.needs_context and info.context_nearest != args.policy_nearest:
         flag = "--context_nearest" if args.policy_context_nearest is None else "--policy_context_nearest"
         raise ConfigError(
-            f"--init_adapter {args.init_adapter} was trained reading "
-            + (
-                f"the {info.context_nearest} rationales nearest each prompt"
-                if info.context_nearest
-                else "whole contexts"
-            )
-            + f", and this run gives it {flag} {args.policy_nearest}. Pass --policy_context_nearest "
+            f"--init_adapter {args.init_adapter} was trained reading {_rationales_read(info.context_nearest)}, and "
+            f"this run gives it {flag} {args.policy_nearest}. Pass --policy_context_nearest "
             f"{info.context_nearest} (the judge keeps its --context_nearest), or start from a fresh LoRA."
         )
 
@@ -517,13 +517,14 @@ def _seen_fields(user, args: PigArguments) -> dict:
     }
 
 
+def _rationales_read(k: int) -> str:
+    """What a policy or judge reading `k` nearest rationales (0: all) is given, in words."""
+    return f"the {k} rationales nearest each prompt" if k else "the whole context"
+
+
 def _reading(args) -> str:
     """How many rationales the policy and the judge read, for the plan."""
-
-    def n(k):
-        return "the whole context" if not k else f"the {k} rationales nearest each prompt"
-
-    return f": {n(args.policy_nearest)}; the judge reads {n(args.context_nearest)}"
+    return f": {_rationales_read(args.policy_nearest)}; the judge reads {_rationales_read(args.context_nearest)}"
 
 
 def _print_plan(state, args, training_args, model_args, users, heldout, reads_context) -> None:

@@ -170,3 +170,15 @@ def test_a_run_from_a_context_reading_adapter_keeps_its_nearest_setting(tmp_path
     args, _, _ = parse_args([*argv, "--context_nearest", "2", "--policy_context_nearest", "0"], check_models=False)
     with pytest.raises(ConfigError, match="Pass --policy_context_nearest 2"):
         check_init_context(args)
+
+
+def test_policy_context_nearest_without_a_policy_that_reads_the_context_is_refused(tiny_models, tmp_path):
+    """`--policy_context_nearest` on a per-user run whose policy reads no context would change nothing: refused
+    with the fix, before any model is loaded."""
+    from common.errors import ConfigError
+    from rl.train_policy import build_trainer, parse_args
+
+    argv = _tiny_argv(tiny_models, tmp_path, "--max_steps", "1", "--report_to", "none")
+    args, training_args, model_args = parse_args([*argv, "--policy_context_nearest", "0"])
+    with pytest.raises(ConfigError, match="add --policy_reads_context true"):
+        build_trainer(args, training_args, model_args)
