@@ -1,9 +1,11 @@
-"""Seconds per SFT step of the tiny judge's distillation, three ways side by side in one process:
+"""Seconds per SFT step of the tiny judge's distillation, four ways side by side in one process:
 
 - `full logits, shuffled`: the model's own loss (`model(**batch).loss`: the output layer at every position), batches
   drawn by a plain shuffle (recipes up to v9);
 - `answer logits, shuffled`: `judge_model.answer_loss`, the output layer only where labels count (the same loss);
-- `answer logits, by length`: the same, batches grouped by length (`judge_model.length_grouped_batches`).
+- `answer logits, by length`: the same, batches grouped by length (`judge_model.length_grouped_batches`);
+- `shuffled, N sorted parts`: the shuffled batches, each computed as N micro-batches of similar length
+  (`judge_model.split_step`: the whole batch's loss and gradient, less padding; the recipe since 2026-12-07).
 
     python benchmarks/judge_sft_step.py                      # 600 examples, 6 batches of 32 each way, 2 rounds
     python benchmarks/judge_sft_step.py --examples 2000 --steps 10 --rounds 3
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", type=int, default=4, help="Micro-batches of `judge_model.split_step`.")
     args = parser.parse_args(argv)
     if args.examples < args.batch_size * args.steps or min(args.steps, args.rounds, args.batch_size) < 1:
         parser.error("need --steps, --rounds, --batch_size >= 1 and --examples >= batch_size x steps.")
@@ -66,27 +69,38 @@ def main(argv: list[str] | None = None) -> int:
             grouped,
             lambda batch: judge_model.answer_loss(model, batch, per_batch_tokens),
         ),
+        f"shuffled, {args.parts} sorted parts": (shuffled, None),
     }
 
-    def padded(batches) -> float:
-        return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths[i] for b in batches for i in b)
+    def padded(batches, parts: int = 1) -> float:
+        """Padded tokens over real ones: each batch, or each of its `parts` length-sorted micro-batches, pads to its
+        longest."""
+        pads = 0
+        for b in batches:
+            for chunk in np.array_split(np.array(sorted(lengths[i] for i in b)), parts):
+                pads += int(chunk.max()) * len(chunk) if len(chunk) else 0
+        return pads / sum(lengths[i] for b in batches for i in b)
 
     seconds = {name: [] for name in ways}
     for _ in range(args.rounds):
         for name, (batches, loss_of) in ways.items():
             started = time.perf_counter()
             for idx in batches:
-                batch = judge_model._collate(processor, [encoded[i] for i in idx])
-                loss_of(batch).backward()
+                if loss_of is None:  # `judge_model.split_step`: forward and backward in micro-batches
+                    judge_model.split_step(model, processor, [encoded[i] for i in idx], args.parts)
+                else:
+                    batch = judge_model._collate(processor, [encoded[i] for i in idx])
+                    loss_of(batch).backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             seconds[name].append((time.perf_counter() - started) / len(batches))
     base = float(np.median(seconds["full logits, shuffled"]))
     print(f"{args.steps} batches of {args.batch_size} per way and round, {args.rounds} rounds, one torch thread")
     print(f"{'way':28} {'s/step (median)':>16} {'speed-up':>9} {'padded / real tokens':>21}")
-    for name, (batches, _) in ways.items():
+    for name, (batches, loss_of) in ways.items():
         median = float(np.median(seconds[name]))
-        print(f"{name:28} {median:16.3f} {base / median:8.2f}x {padded(batches):21.2f}")
+        parts = args.parts if loss_of is None else 1
+        print(f"{name:28} {median:16.3f} {base / median:8.2f}x {padded(batches, parts):21.2f}")
     return 0
 
 

@@ -411,7 +411,9 @@ def _encode(processor, example: dict) -> dict:
     prompt = processor.apply_chat_template(example["messages"], tokenize=False, add_generation_prompt=True)
     images = images_of(example["messages"])
     prompt_ids = processor(text=[prompt], images=[images], return_tensors="pt")["input_ids"][0]
-    return {"text": prompt + example["answer"] + "<|im_end|>", "images": images, "prompt_len": len(prompt_ids)}
+    answer = example["answer"] + "<|im_end|>"
+    length = len(prompt_ids) + len(processor.tokenizer(answer)["input_ids"])  # about the encoded length: for ordering
+    return {"text": prompt + answer, "images": images, "prompt_len": len(prompt_ids), "length": length}
 
 
 def _collate(processor, batch: list[dict]) -> dict:
@@ -445,6 +447,25 @@ def answer_loss(model, batch: dict, per_batch_tokens: float | None = None) -> to
     if per_batch_tokens is None:
         return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum") / per_batch_tokens
+
+
+def split_step(model, processor, batch: list[dict], parts: int) -> float:
+    """Forward and backward of one batch of encoded examples as `parts` micro-batches of similar length, with the
+    gradient of the whole batch's loss (the mean cross-entropy over all its answer tokens, as `answer_loss` computes
+    it on the batch at once): each micro-batch's summed loss is divided by the whole batch's answer tokens. Each
+    example's output does not depend on what it is batched with (right padding, masked attention), so only the order of
+    float sums differs; padding falls from about 1.6x the real tokens of a shuffled batch to about 1.1x, while every
+    step still mixes the tasks as the shuffle drew them. Returns the batch's loss."""
+    order = sorted(range(len(batch)), key=lambda i: batch[i]["length"])
+    chunks = [c for c in np.array_split(np.array(order), min(parts, len(batch))) if len(c)]
+    collated = [_collate(processor, [batch[i] for i in chunk]) for chunk in chunks]
+    tokens = sum(int((c["labels"][:, 1:] != -100).sum()) for c in collated)
+    total = 0.0
+    for c in collated:
+        loss = answer_loss(model, c, per_batch_tokens=tokens)
+        loss.backward()
+        total += loss.item()
+    return total
 
 
 def length_grouped_batches(
@@ -491,12 +512,17 @@ def train(
     vision_scenes: int = 16000,
     layers: int = 4,
     group_by_length: bool = False,
+    parts: int = 4,
+    eval_pairs: int = 48,
 ) -> dict:
     """Build the tokenizer and the model, distil the teacher, evaluate, and save to `out` (atomically).
 
-    `group_by_length`: batches of examples of similar length (`length_grouped_batches`) instead of a plain shuffle,
-    so a batch pads less (a random batch of 32 pads to 1.65x its real tokens: reasoner answers are ~53 tokens, chain
-    of thought verdicts ~180).
+    `parts`: each shuffled batch is computed as this many micro-batches of similar length (`split_step`): the whole
+    batch's loss and gradient with less padding (a shuffled batch of 32 pads to 1.6x its real tokens: reasoner
+    answers are ~53 tokens, chain-of-thought verdicts ~180; in four sorted parts 1.17x).
+
+    `group_by_length`: batches of examples of similar length (`length_grouped_batches`) instead of a plain shuffle.
+    Faster still, but a batch then holds one task, and the judge learnt worse (docs/JUDGE.md): not the recipe.
 
     `n_examples` is 24000, four times the 6000 of recipe v3, at the same 1500 steps of 32 (two passes over the data,
     not eight): with 6000 the judge read frost's context (cool 3 votes to 1) as no palette taste (0.39 warm where the
@@ -508,6 +534,8 @@ def train(
 
     from reward.backends import load_vlm_processor
 
+    if parts < 1:
+        raise ValueError(f"parts must be at least 1 (1: each batch at once), got {parts}.")
     torch.manual_seed(seed)
     started = time.time()
     examples = make_examples(n_examples, seed, extra_images)
@@ -550,14 +578,17 @@ def train(
     mark = time.time()
     bar = tqdm(range(steps), desc="tiny PIGReward SFT", disable=not progress)
     for step in bar:
-        batch = _collate(processor, [encoded[i] for i in batches[step]])
-        loss = answer_loss(model, batch, per_batch_tokens)
-        loss.backward()
+        if group_by_length:
+            loss = answer_loss(model, _collate(processor, [encoded[i] for i in batches[step]]), per_batch_tokens)
+            loss.backward()
+            loss = loss.item()
+        else:
+            loss = split_step(model, processor, [encoded[i] for i in batches[step]], parts)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     phases["sft_seconds"] = round(time.time() - mark, 1)
@@ -568,12 +599,13 @@ def train(
         "train_seconds": round(time.time() - started, 1),
         **phases,
         "group_by_length": group_by_length,
+        "parts": parts,
         "final_loss": float(np.mean(losses[-20:])),
         "vision_pretrain_mse": vision_mse,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab": len(tokenizer),
     }
-    figures.update(evaluate(str(tmp), seed=seed + 1))
+    figures.update(evaluate(str(tmp), n=eval_pairs, seed=seed + 1))
     (tmp / "training_figures.json").write_text(json.dumps(figures, indent=2))
     if out.exists():
         shutil.rmtree(out)
@@ -714,6 +746,7 @@ def main() -> None:
     parser.add_argument("--vision_steps", type=int, default=1500)
     parser.add_argument("--layers", type=int, default=4, help="Language-model layers (recipe v4: 4; 6 did worse).")
     parser.add_argument("--group_by_length", action="store_true", help="Batches of examples of similar length.")
+    parser.add_argument("--parts", type=int, default=4, help="Micro-batches of similar length per shuffled batch.")
     a = parser.parse_args()
     figures = train(
         a.out,
@@ -725,6 +758,7 @@ def main() -> None:
         vision_steps=a.vision_steps,
         layers=a.layers,
         group_by_length=a.group_by_length,
+        parts=a.parts,
     )
     print(json.dumps(figures, indent=2))
 

@@ -375,3 +375,64 @@ def test_answer_loss_is_the_models_own_loss(tmp_path):
         counted = int((batch["labels"][:, 1:] != -100).sum())
         # a constant denominator: the summed loss over the tokens counted, whatever the batch holds
         assert judge_model.answer_loss(model, batch, per_batch_tokens=2.0 * counted).item() == pytest.approx(mean / 2)
+
+
+def test_a_batch_in_length_sorted_parts_has_the_whole_batch_loss_and_gradient(tmp_path):
+    """`split_step` (the recipe's step: micro-batches of similar length, less padding) computes the loss and the
+    gradient of the whole shuffled batch at once, so cutting a batch changes the cost of a step, not what it learns.
+    A control shows the check can fail: each part's own mean (a per-part denominator) gives another gradient."""
+    import torch
+
+    from localmodels import judge_model
+    from reward.backends import load_vlm_processor
+
+    examples = judge_model.make_examples(16, seed=3)
+    tokenizer = judge_model.train_tokenizer([t for e in examples for t in judge_model._texts_of(e)], vocab_size=600)
+    model = judge_model.build_model(tokenizer, hidden=32, layers=1, vision_depth=1)
+    judge_model.save_checkpoint(model, tokenizer, judge_model.build_image_processor(), tmp_path)
+    processor = load_vlm_processor(str(tmp_path))
+    encoded = [judge_model._encode(processor, e) for e in examples]
+    assert len({e["length"] for e in encoded}) > 4  # lengths differ: the parts pad differently from the batch
+
+    def gradient() -> torch.Tensor:
+        grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
+        model.zero_grad(set_to_none=True)
+        return torch.cat(grads)
+
+    whole = judge_model.answer_loss(model, judge_model._collate(processor, encoded))
+    whole.backward()
+    expected = gradient()
+    loss = judge_model.split_step(model, processor, encoded, parts=4)
+    assert loss == pytest.approx(whole.item(), rel=1e-5)
+    assert torch.allclose(gradient(), expected, rtol=1e-4, atol=1e-7)
+    for chunk in np.array_split(np.arange(len(encoded)), 4):  # the control: each part weighed as a batch of its own
+        judge_model.answer_loss(model, judge_model._collate(processor, [encoded[i] for i in chunk])).backward()
+    assert not torch.allclose(gradient() / 4, expected, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_judge_recipe_runs_end_to_end_at_toy_size(tmp_path):
+    """`judge_model.train` as `make setup` runs it (examples, tokenizer, vision pretraining, the SFT in length-sorted
+    parts, the checks), a few steps of each: the folder it writes loads and records what ran."""
+    import json
+
+    from localmodels import judge_model
+
+    figures = judge_model.train(
+        tmp_path / "judge",
+        steps=3,
+        batch_size=8,
+        n_examples=40,
+        vision_steps=2,
+        vision_scenes=8,
+        layers=1,
+        parts=3,
+        eval_pairs=2,
+        progress=False,
+    )
+    saved = json.loads((tmp_path / "judge" / "training_figures.json").read_text())
+    assert saved["parts"] == 3 and saved["group_by_length"] is False
+    assert np.isfinite(saved["final_loss"]) and saved["eval_pairs"] == 2
+    assert figures["sft_seconds"] >= 0 and (tmp_path / "judge" / "config.json").is_file()
+    with pytest.raises(ValueError, match="parts must be at least 1"):
+        judge_model.train(tmp_path / "other", parts=0)
