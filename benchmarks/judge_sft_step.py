@@ -5,7 +5,7 @@
 - `answer logits, shuffled`: `judge_model.answer_loss`, the output layer only where labels count (the same loss);
 - `answer logits, by length`: the same, batches grouped by length (`judge_model.length_grouped_batches`);
 - `shuffled, N sorted parts`: the shuffled batches, each computed as N micro-batches of similar length
-  (`judge_model.split_step`: the whole batch's loss and gradient, less padding; the recipe since 2026-12-07).
+  (`judge_model.split_step`: the whole batch's loss and gradient, less padding; `--parts N` of the build).
 
     python benchmarks/judge_sft_step.py                      # 600 examples, 6 batches of 32 each way, 2 rounds
     python benchmarks/judge_sft_step.py --examples 2000 --steps 10 --rounds 3

@@ -512,14 +512,17 @@ def train(
     vision_scenes: int = 16000,
     layers: int = 4,
     group_by_length: bool = False,
-    parts: int = 4,
+    parts: int = 1,
     eval_pairs: int = 48,
 ) -> dict:
     """Build the tokenizer and the model, distil the teacher, evaluate, and save to `out` (atomically).
 
-    `parts`: each shuffled batch is computed as this many micro-batches of similar length (`split_step`): the whole
-    batch's loss and gradient with less padding (a shuffled batch of 32 pads to 1.6x its real tokens: reasoner
-    answers are ~53 tokens, chain-of-thought verdicts ~180; in four sorted parts 1.17x).
+    `parts`: above 1, each shuffled batch is computed as this many micro-batches of similar length (`split_step`):
+    the whole batch's loss and gradient with less padding (a shuffled batch of 32 pads to 1.6x its real tokens:
+    reasoner answers are ~53 tokens, chain-of-thought verdicts ~180; in four sorted parts 1.17x), a third faster. Not
+    the recipe's default: the build with four parts passed the judge's checks, but the default demo run trained with
+    it scored 0.84 and 0.79 on held-out prompts (seeds 0 and 1) where the whole-batch build's scored 0.90
+    (docs/JUDGE.md); whether that is this build or the change is not settled.
 
     `group_by_length`: batches of examples of similar length (`length_grouped_batches`) instead of a plain shuffle.
     Faster still, but a batch then holds one task, and the judge learnt worse (docs/JUDGE.md): not the recipe.
@@ -578,12 +581,12 @@ def train(
     mark = time.time()
     bar = tqdm(range(steps), desc="tiny PIGReward SFT", disable=not progress)
     for step in bar:
-        if group_by_length:
+        if parts > 1 and not group_by_length:
+            loss = split_step(model, processor, [encoded[i] for i in batches[step]], parts)
+        else:  # the recipe as built: the whole batch at once
             loss = answer_loss(model, _collate(processor, [encoded[i] for i in batches[step]]), per_batch_tokens)
             loss.backward()
             loss = loss.item()
-        else:
-            loss = split_step(model, processor, [encoded[i] for i in batches[step]], parts)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         schedule.step()
@@ -746,7 +749,9 @@ def main() -> None:
     parser.add_argument("--vision_steps", type=int, default=1500)
     parser.add_argument("--layers", type=int, default=4, help="Language-model layers (recipe v4: 4; 6 did worse).")
     parser.add_argument("--group_by_length", action="store_true", help="Batches of examples of similar length.")
-    parser.add_argument("--parts", type=int, default=4, help="Micro-batches of similar length per shuffled batch.")
+    parser.add_argument(
+        "--parts", type=int, default=1, help="Micro-batches of similar length per shuffled batch (1: the whole batch)."
+    )
     a = parser.parse_args()
     figures = train(
         a.out,
