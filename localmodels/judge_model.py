@@ -411,9 +411,7 @@ def _encode(processor, example: dict) -> dict:
     prompt = processor.apply_chat_template(example["messages"], tokenize=False, add_generation_prompt=True)
     images = images_of(example["messages"])
     prompt_ids = processor(text=[prompt], images=[images], return_tensors="pt")["input_ids"][0]
-    answer = example["answer"] + "<|im_end|>"
-    length = len(prompt_ids) + len(processor.tokenizer(answer)["input_ids"])  # about the encoded length: for ordering
-    return {"text": prompt + answer, "images": images, "prompt_len": len(prompt_ids), "length": length}
+    return {"text": prompt + example["answer"] + "<|im_end|>", "images": images, "prompt_len": len(prompt_ids)}
 
 
 def _collate(processor, batch: list[dict]) -> dict:
@@ -456,7 +454,7 @@ def split_step(model, processor, batch: list[dict], parts: int) -> float:
     example's output does not depend on what it is batched with (right padding, masked attention), so only the order of
     float sums differs; padding falls from about 1.6x the real tokens of a shuffled batch to about 1.1x, while every
     step still mixes the tasks as the shuffle drew them. Returns the batch's loss."""
-    order = sorted(range(len(batch)), key=lambda i: batch[i]["length"])
+    order = sorted(range(len(batch)), key=lambda i: len(batch[i]["text"]))  # characters: enough to sort by length
     chunks = [c for c in np.array_split(np.array(order), min(parts, len(batch))) if len(c)]
     collated = [_collate(processor, [batch[i] for i in chunk]) for chunk in chunks]
     tokens = sum(int((c["labels"][:, 1:] != -100).sum()) for c in collated)

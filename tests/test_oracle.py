@@ -392,7 +392,7 @@ def test_a_batch_in_length_sorted_parts_has_the_whole_batch_loss_and_gradient(tm
     judge_model.save_checkpoint(model, tokenizer, judge_model.build_image_processor(), tmp_path)
     processor = load_vlm_processor(str(tmp_path))
     encoded = [judge_model._encode(processor, e) for e in examples]
-    assert len({e["length"] for e in encoded}) > 4  # lengths differ: the parts pad differently from the batch
+    assert len({len(e["text"]) for e in encoded}) > 4  # lengths differ: the parts pad differently from the batch
 
     def gradient() -> torch.Tensor:
         grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
