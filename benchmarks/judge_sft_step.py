@@ -73,12 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def padded(batches, parts: int = 1) -> float:
-        """Padded tokens over real ones: each batch, or each of its `parts` length-sorted micro-batches, pads to its
-        longest."""
+        """Padded tokens over real ones: each batch, or each of the `parts` micro-batches `split_step` cuts it into
+        (sorted by text length), pads to its longest."""
         pads = 0
         for b in batches:
-            for chunk in np.array_split(np.array(sorted(lengths[i] for i in b)), parts):
-                pads += int(chunk.max()) * len(chunk) if len(chunk) else 0
+            order = sorted(b, key=lambda i: len(encoded[i]["text"]))
+            for chunk in np.array_split(np.array(order), parts):
+                pads += max(lengths[i] for i in chunk) * len(chunk) if len(chunk) else 0
         return pads / sum(lengths[i] for b in batches for i in b)
 
     seconds = {name: [] for name in ways}
