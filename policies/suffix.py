@@ -4,7 +4,6 @@ appended to every prompt. Kept apart from the search so that serving and evaluat
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from common.errors import ConfigError
@@ -15,29 +14,6 @@ SUFFIX_FILE = "suffix.json"
 def apply_suffix(prompt: str, suffix: str) -> str:
     """`"a sun"`, `"in golden tones"` -> `"a sun, in golden tones"`."""
     return f"{prompt.strip().rstrip(',')}, {suffix}"
-
-
-def _words(text: str) -> set[str]:
-    return {w[:-1] if w.endswith("s") and len(w) > 3 else w for w in re.findall(r"[a-z]+", text.lower())}
-
-
-_STOP = {"a", "an", "the", "of", "in", "on", "with", "and", "at", "by", "picture", "photo", "image"}
-
-
-def tail_of(rewrite: str, prompt: str) -> str | None:
-    """What a rewrite adds to its prompt: the text after the prompt when it starts with it, else after its first
-    comma; `None` when there is none or when it repeats a content word of the prompt (it is about that subject)."""
-    text, start = rewrite.strip(), prompt.strip()
-    if text.lower().startswith(start.lower()):
-        tail = text[len(start) :]
-    elif "," in text:
-        tail = text.split(",", 1)[1]
-    else:
-        return None
-    tail = tail.strip(" ,.;:")
-    if not tail or (_words(tail) & (_words(prompt) - _STOP)):
-        return None
-    return tail
 
 
 def load_suffix(path: str | Path) -> str:

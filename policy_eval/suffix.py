@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ConfigError
-from policies.suffix import SUFFIX_FILE, apply_suffix, tail_of
+from policies.suffix import SUFFIX_FILE, apply_suffix
 from rl.config import PigArguments
 
 
@@ -73,6 +73,29 @@ class SuffixArguments:
 
 
 # ------------------------------------------------------------------------------------------------- pure logic
+def _words(text: str) -> set[str]:
+    return {w[:-1] if w.endswith("s") and len(w) > 3 else w for w in re.findall(r"[a-z]+", text.lower())}
+
+
+_STOP = {"a", "an", "the", "of", "in", "on", "with", "and", "at", "by", "picture", "photo", "image"}
+
+
+def tail_of(rewrite: str, prompt: str) -> str | None:
+    """What a rewrite adds to its prompt: the text after the prompt when it starts with it, else after its first
+    comma; `None` when there is none or when it repeats a content word of the prompt (it is about that subject)."""
+    text, start = rewrite.strip(), prompt.strip()
+    if text.lower().startswith(start.lower()):
+        tail = text[len(start) :]
+    elif "," in text:
+        tail = text.split(",", 1)[1]
+    else:
+        return None
+    tail = tail.strip(" ,.;:")
+    if not tail or (_words(tail) & (_words(prompt) - _STOP)):
+        return None
+    return tail
+
+
 def candidate_phrases(rewrites: list[list[str]], prompts: list[str], n: int) -> list[str]:
     """The `n` most frequent phrases (comma-separated parts of `tail_of`) of the rewrites of each prompt, first seen
     first among equals; a phrase with a digit or shorter than three letters is left out (a cut-off fragment).

@@ -302,14 +302,6 @@ class PigArguments:
             "stops at the lowest layer with a LoRA, so the update costs less (docs/TRAINING.md)."
         },
     )
-    explore_recombine: float = field(
-        default=0.0,
-        metadata={
-            "help": "grpo: the share of groups whose last rewrite is replaced by a recombination of the phrases the "
-            "group's other rewrites wrote (rl/explore.py): rewrites naming several cues at once reach the reward "
-            "(0: off)."
-        },
-    )
     # -- the DPO route (algorithm: dpo)
     dpo_rounds: int = field(default=3, metadata={"help": "dpo: sampling rounds over the training prompts."})
     dpo_candidates: int = field(default=4, metadata={"help": "dpo: rewrites sampled and judged per prompt and round."})
@@ -353,10 +345,6 @@ class PigArguments:
         for name in ("context_references", "context_nearest", "lora_top_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (all) or positive, got {getattr(self, name)}.")
-        if not 0.0 <= self.explore_recombine <= 1.0:
-            raise ConfigError(f"explore_recombine is a share of groups in [0, 1], got {self.explore_recombine}.")
-        if self.explore_recombine and self.algorithm != "grpo":
-            raise ConfigError("explore_recombine is for --algorithm grpo (TRL's rollout_func); drop it for rloo/dpo.")
         if self.compare_to not in COMPARE_TO:
             raise ConfigError(f"compare_to must be one of {COMPARE_TO}, got {self.compare_to!r}.")
         if not 0.0 <= self.max_undecided_fraction <= 1.0:

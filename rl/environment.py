@@ -204,21 +204,11 @@ class PersonalizedEnvironment:
         self.rollout_log = Path(rollout_log) if rollout_log else None
         self._last_key: tuple | None = None
         self._last: BatchResult | None = None
-        self._recombined: list[bool] | None = None
 
     # TRL reward functions: `f(prompts, completions, **kwargs) -> list[float | None]`, named by `__name__`.
     def preference(
-        self,
-        prompts,
-        completions,
-        original_prompt,
-        trainer_state=None,
-        log_metric=None,
-        user_id=None,
-        recombined=None,
-        **kwargs,
+        self, prompts, completions, original_prompt, trainer_state=None, log_metric=None, user_id=None, **kwargs
     ):
-        self._recombined = recombined  # which rewrites exploration wrote (rl/explore.py), for the rollout log
         return self._result(completions, original_prompt, trainer_state, log_metric, user_id).preference
 
     def fidelity(
@@ -445,8 +435,6 @@ class PersonalizedEnvironment:
                     "repetition": batch.repetition[i],
                     "ground_truth": batch.ground_truth[i] if batch.ground_truth is not None else None,
                 }
-                if self._recombined is not None and len(self._recombined) == len(batch.rewrites):
-                    row["recombined"] = bool(self._recombined[i])
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

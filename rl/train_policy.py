@@ -31,7 +31,6 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # localmodels/renderer.py); only effective before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from rl import explore  # noqa: E402
 from rl.config import PigArguments, default_recipe  # noqa: E402
 from rl.reward_stack import build_reward_stack, check_configured_models  # noqa: E402
 
@@ -315,14 +314,6 @@ def build_trainer(args: PigArguments, training_args, model_args):
         dataset, rewards = _judged_pairs(state, args, training_args, policy, tokenizer, env, prompts, out_dir), {}
     else:  # on-policy: TRL calls the environment's reward functions on every batch of rewrites
         rewards = {"reward_funcs": [env.preference, env.fidelity, env.repetition]}
-        if args.explore_recombine:  # some groups get a rewrite recombined from their own phrases (rl/explore.py)
-            os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # TRL warns that rollout_func is experimental
-            rewards["rollout_func"] = explore.make_rollout(
-                args.explore_recombine,
-                training_args.num_generations,
-                training_args.max_completion_length,
-                seed=training_args.seed,
-            )
     trainer = getattr(trl, ALGORITHMS[args.algorithm][1])(
         model=policy,
         args=training_args,
