@@ -1,9 +1,8 @@
-"""What a run's policy wrote while it trained: cues named per rewrite, and how often it named all of its user's cues,
-by stretch of steps; with exploration by recombination (`--explore_recombine`), how the recombined rewrites scored
-against the sampled ones.
+"""What a run's policy wrote while it trained: cues named per rewrite, and how often it named all of its user's cues
+and no wrong one, with the judge's reward and the ground truth, by stretch of steps.
 
-    python benchmarks/rollout_cues.py runs/held000/explore50-s0 --users_dir runs/users/population
-    python benchmarks/rollout_cues.py runs/held000/default-s0 runs/held000/explore50-s0 --users_dir ... --stretches 4
+    python benchmarks/rollout_cues.py runs/held000/default-s0 --users_dir runs/users/population
+    python benchmarks/rollout_cues.py runs/held000/default-s0 runs/held000/other-s0 --users_dir ... --stretches 4
 
 Reads `rollouts/rank0.jsonl` (every judged rewrite with its reward terms) and, for measurement only, the user's hidden
 sandbox taste (`user.json`'s `sandbox`): a cue is a pole the toy world's renderer draws (`localmodels.world.
@@ -99,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run} ({user_id}: {taste.describe()})")
         for label, part in stretches(rows, args.stretches):
             print(_line(label, cue_figures(part, taste)))
-        if any("recombined" in r for r in rows):
-            for flag, label in ((False, "sampled"), (True, "recombined")):
-                part = [r for r in rows if bool(r.get("recombined")) == flag]
-                if part:
-                    print(_line(f"all steps, {label}", cue_figures(part, taste)))
+        print(_line("all steps", cue_figures(rows, taste)))
     return 0
 
 

@@ -226,19 +226,19 @@ def test_context_evidence_prints_a_row_per_user_and_k(tiny_models, tmp_path, cap
         bench.main([*argv, "--nearest", "-1"])
 
 
-def test_rollout_cues_counts_cues_and_all_right_rewrites_by_stretch_and_by_origin(tmp_path, capsys):
+def test_rollout_cues_counts_cues_and_all_right_rewrites_by_stretch(tmp_path, capsys):
     """demo wants warm and sparse: of four rewrites, one names both (all right), one names warm and busy (a wrong
-    pole), one names nothing; the recombined rewrite is reported apart."""
+    pole), one names nothing, one names sparse alone (not all)."""
     import json
 
     cues = load_benchmark("rollout_cues")
-    run = tmp_path / "demo" / "explore-s0"
+    run = tmp_path / "demo" / "default-s0"
     (run / "rollouts").mkdir(parents=True)
     rows = [
         {"step": 0, "prompt": "a sun", "rewrite": "a sun, warm tones, sparse framing", "preference": 1.0},
         {"step": 0, "prompt": "a sun", "rewrite": "a sun, warm tones, busy scene", "preference": 0.5},
         {"step": 2, "prompt": "a box", "rewrite": "a box", "preference": 0.0},
-        {"step": 2, "prompt": "a box", "rewrite": "a box, sparse framing", "preference": 0.5, "recombined": True},
+        {"step": 2, "prompt": "a box", "rewrite": "a box, sparse framing", "preference": 0.5},
     ]
     for row in rows:
         row.update(fidelity=0.0, repetition=0.0, ground_truth=row["preference"])
@@ -253,7 +253,6 @@ def test_rollout_cues_counts_cues_and_all_right_rewrites_by_stretch_and_by_origi
     }
     assert figures["steps 0-0"] == (2.0, 0.5, 0.75)
     assert figures["steps 2-2"] == (0.5, 0.0, 0.25)
-    assert figures["all steps, recombined"] == (1.0, 0.0, 0.5)
-    assert figures["all steps, sampled"][:2] == (1.33, 0.33)  # 4 cues over 3 rewrites, one of them all right
+    assert figures["all steps"] == (1.25, 0.25, 0.5)
     with pytest.raises(SystemExit, match="No rollout log"):
         cues.main([str(tmp_path / "demo" / "none")])
