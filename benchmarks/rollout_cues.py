@@ -1,5 +1,5 @@
-"""What a run's policy wrote while it trained: cues named per rewrite, and how often it named all of its user's cues
-and no wrong one, with the judge's reward and the ground truth, by stretch of steps.
+"""What a run's policy wrote while it trained: cues named per rewrite, and how often it named the user's pole on
+every axis of their taste, with the judge's reward and the ground truth, by stretch of steps.
 
     python benchmarks/rollout_cues.py runs/held000/default-s0 --users_dir runs/users/population
     python benchmarks/rollout_cues.py runs/held000/default-s0 runs/held000/other-s0 --users_dir ... --stretches 4
@@ -7,7 +7,7 @@ and no wrong one, with the judge's reward and the ground truth, by stretch of st
 Reads `rollouts/rank0.jsonl` (every judged rewrite with its reward terms) and, for measurement only, the user's hidden
 sandbox taste (`user.json`'s `sandbox`): a cue is a pole the toy world's renderer draws (`localmodels.world.
 parse_caption`); "all right" means a rewrite names the user's pole on every axis of their taste (for its subject,
-for a taste that depends on it) and no wrong pole.
+for a taste that depends on it), whatever it names on the axes the taste gives no weight.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def read_rollouts(run: Path) -> list[dict]:
 
 
 def cue_figures(rows: list[dict], taste) -> dict:
-    """Cues per rewrite, share naming all the user's poles and no wrong one, mean preference and ground truth."""
+    """Cues per rewrite, share naming the user's pole on every axis of their taste, preference, ground truth."""
     from localmodels import world
     from rl.ground_truth import subject_of
 
@@ -42,7 +42,7 @@ def cue_figures(rows: list[dict], taste) -> dict:
         subject = subject_of(row["prompt"])
         wanted = taste.poles(subject) if (subject or not taste.by_subject) else {}
         named.append(len(cues))
-        right.append(bool(wanted) and all(cues.get(a) == p for a, p in wanted.items()) and set(cues) <= set(wanted))
+        right.append(bool(wanted) and all(cues.get(a) == p for a, p in wanted.items()))  # other axes: no weight
         pref.append(row["preference"])
         if row.get("ground_truth") is not None:
             truth.append(row["ground_truth"])
