@@ -77,9 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         (sorted by text length), pads to its longest."""
         pads = 0
         for b in batches:
-            order = sorted(b, key=lambda i: len(encoded[i]["text"]))
-            for chunk in np.array_split(np.array(order), parts):
-                pads += max(lengths[i] for i in chunk) * len(chunk) if len(chunk) else 0
+            for chunk in judge_model.sorted_parts([encoded[i] for i in b], parts):
+                pads += max(lengths[b[j]] for j in chunk) * len(chunk)
         return pads / sum(lengths[i] for b in batches for i in b)
 
     seconds = {name: [] for name in ways}

@@ -447,6 +447,13 @@ def answer_loss(model, batch: dict, per_batch_tokens: float | None = None) -> to
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum") / per_batch_tokens
 
 
+def sorted_parts(batch: list[dict], parts: int) -> list[list[int]]:
+    """The indices of `batch`'s encoded examples sorted by text length (characters: enough to sort by) and cut into
+    at most `parts` non-empty micro-batches: how `split_step` computes a batch."""
+    order = sorted(range(len(batch)), key=lambda i: len(batch[i]["text"]))
+    return [c.tolist() for c in np.array_split(np.array(order), min(parts, len(batch))) if len(c)]
+
+
 def split_step(model, processor, batch: list[dict], parts: int) -> float:
     """Forward and backward of one batch of encoded examples as `parts` micro-batches of similar length, with the
     gradient of the whole batch's loss (the mean cross-entropy over all its answer tokens, as `answer_loss` computes
@@ -454,9 +461,7 @@ def split_step(model, processor, batch: list[dict], parts: int) -> float:
     example's output does not depend on what it is batched with (right padding, masked attention), so only the order of
     float sums differs; padding falls from about 1.6x the real tokens of a shuffled batch to about 1.1x, while every
     step still mixes the tasks as the shuffle drew them. Returns the batch's loss."""
-    order = sorted(range(len(batch)), key=lambda i: len(batch[i]["text"]))  # characters: enough to sort by length
-    chunks = [c for c in np.array_split(np.array(order), min(parts, len(batch))) if len(c)]
-    collated = [_collate(processor, [batch[i] for i in chunk]) for chunk in chunks]
+    collated = [_collate(processor, [batch[i] for i in chunk]) for chunk in sorted_parts(batch, parts)]
     tokens = sum(int((c["labels"][:, 1:] != -100).sum()) for c in collated)
     total = 0.0
     for c in collated:
